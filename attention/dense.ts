@@ -16,7 +16,6 @@ import {
   ensureGroupWorkspace,
   finishRows,
   foldRun,
-  type GroupWorkspace,
   resetRows,
 } from "./_online_softmax.ts";
 

@@ -26,5 +26,12 @@
  */
 
 export * from "./types.ts";
-export { denseAttention, type DenseAttentionOptions, denseAttentionInto } from "./dense.ts";
+export { denseAttention, denseAttentionInto, type DenseAttentionOptions } from "./dense.ts";
 export * from "./merge_states.ts";
+export * from "./selection.ts";
+export * from "./sparse_attend.ts";
+export * from "./stages.ts";
+export * from "./pipeline.ts";
+export * from "./streaming_llm.ts";
+export * from "./lm_infinite.ts";
+export * from "./union.ts";

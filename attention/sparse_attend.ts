@@ -228,7 +228,9 @@ export function sparseAttendInto(
   }
   const group = heads / kvHeads;
   if (group > MAX_GROUP) {
-    throw new RangeError(`Cannot ${action}: at most ${MAX_GROUP} query heads per KV head, got ${group}`);
+    throw new RangeError(
+      `Cannot ${action}: at most ${MAX_GROUP} query heads per KV head, got ${group}`,
+    );
   }
   checkState(action, state, tq, heads, d);
   if (!Array.isArray(selections) || selections.length !== tq) {

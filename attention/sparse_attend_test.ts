@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { createAttendStats, sparseAttend } from "./sparse_attend.ts";
 import {
-  headSelection,
   type HeadSelection,
+  headSelection,
   renumberContiguous,
   selectAll,
   type Selection,
@@ -19,7 +19,7 @@ function rotated(rope: Rope, x: Tensor, positions: ArrayLike<number>): Tensor<"f
   return rope.apply(x as Tensor<"f32">, positions);
 }
 
-function setup(T: number, H: number, KV: number, D: number, pageSize: number, seed: number) {
+function setup(T: number, KV: number, D: number, pageSize: number, seed: number) {
   const key = randn([T, KV, D], { seed, layout: "thd" });
   const value = randn([T, KV, D], { seed: seed + 1, layout: "thd" });
   return { key, value, pageSize };
@@ -39,7 +39,7 @@ Deno.test("sparseAttend() with everything at original positions equals dense att
   ];
   let seed = 1;
   for (const [T, tq, H, KV, D, pageSize] of cases) {
-    const { key, value } = setup(T, H, KV, D, pageSize, seed);
+    const { key, value } = setup(T, KV, D, pageSize, seed);
     const query = randn([tq, H, D], { seed: seed + 7, layout: "thd" });
     seed += 10;
     const rope = new Rope({ headDim: D });
@@ -69,7 +69,7 @@ Deno.test("sparseAttend() with everything at original positions equals dense att
 
 Deno.test("sparseAttend() without RoPE equals dense attention over the raw keys", () => {
   const T = 40, H = 6, KV = 2, D = 5;
-  const { key, value } = setup(T, H, KV, D, 9, 3);
+  const { key, value } = setup(T, KV, D, 9, 3);
   const query = randn([1, H, D], { seed: 4 });
   const store = new KvStore({ layers: 1, kvHeads: KV, headDim: D, pageSize: 9 });
   store.append(0, key, value);
@@ -83,12 +83,18 @@ Deno.test("sparseAttend() without RoPE equals dense attention over the raw keys"
 
 Deno.test("sparseAttend() over a subset equals masked attention over exactly that subset", () => {
   const T = 300, H = 4, KV = 2, D = 16;
-  const { key, value } = setup(T, H, KV, D, 64, 5);
+  const { key, value } = setup(T, KV, D, 64, 5);
   const query = randn([1, H, D], { seed: 6 });
   const rope = new Rope({ headDim: D, layout: "adjacent" });
   const kr = rotated(rope, key, range(T));
   const qr = rotated(rope, query, [T - 1]);
-  const store = new KvStore({ layers: 1, kvHeads: KV, headDim: D, pageSize: 64, keyForm: "post-rope" });
+  const store = new KvStore({
+    layers: 1,
+    kvHeads: KV,
+    headDim: D,
+    pageSize: 64,
+    keyForm: "post-rope",
+  });
   store.append(0, kr, value);
   // Different selections per KV head; heads 2 and 3 (KV head 1) use different objects.
   const a = headSelection([[0, 4], [60, 70], [250, 300]]);
@@ -97,7 +103,9 @@ Deno.test("sparseAttend() over a subset equals masked attention over exactly tha
   const sel: HeadSelection[] = [a, a, b, c];
   const visible = (_t: number, h: number, j: number) => {
     const s = sel[h]!;
-    for (let i = 0; i < s.spans.length; i += 2) if (j >= s.spans[i]! && j < s.spans[i + 1]!) return true;
+    for (let i = 0; i < s.spans.length; i += 2) {
+      if (j >= s.spans[i]! && j < s.spans[i + 1]!) return true;
+    }
     return false;
   };
   const got = sparseAttend(query, store, [sel], { layer: 0, queryPositions: [T - 1], rope });
@@ -108,7 +116,7 @@ Deno.test("sparseAttend() over a subset equals masked attention over exactly tha
 
 Deno.test("sparseAttend() re-numbered positions equal attention with keys rotated to those positions", () => {
   const T = 200, H = 2, KV = 1, D = 8;
-  const { key, value } = setup(T, H, KV, D, 16, 8);
+  const { key, value } = setup(T, KV, D, 16, 8);
   const query = randn([1, H, D], { seed: 9 });
   const rope = new Rope({ headDim: D });
   // Sinks [0,4) seen at 0..3, window [150,200) seen at 4..53, query at 53.
@@ -139,7 +147,13 @@ Deno.test("sparseAttend() re-numbered positions equal attention with keys rotate
     assertClose(got.out.data, want.out.data, { atol: 2e-5, rtol: 1e-4, label: keyForm });
   }
   // Post-RoPE keys whose original positions have gaps (after eviction) rotate per key.
-  const store = new KvStore({ layers: 1, kvHeads: KV, headDim: D, pageSize: 16, keyForm: "post-rope" });
+  const store = new KvStore({
+    layers: 1,
+    kvHeads: KV,
+    headDim: D,
+    pageSize: 16,
+    keyForm: "post-rope",
+  });
   store.append(0, rotated(rope, key, range(T)), value);
   store.evict(0, 0, 4, 150); // cache now holds originals 0..3 and 150..199 at indices 0..53
   const gapSel = renumberContiguous(headSelection([[0, 54]]));
@@ -153,7 +167,7 @@ Deno.test("sparseAttend() re-numbered positions equal attention with keys rotate
 
 Deno.test("sparseAttend() applies YaRN's attention factor and f16 storage", () => {
   const T = 50, H = 2, KV = 2, D = 8;
-  const { key, value } = setup(T, H, KV, D, 8, 11);
+  const { key, value } = setup(T, KV, D, 8, 11);
   const query = randn([1, H, D], { seed: 12 });
   const rope = new Rope({
     headDim: D,
@@ -165,7 +179,14 @@ Deno.test("sparseAttend() applies YaRN's attention factor and f16 storage", () =
     { query: rotated(rope, query, [T - 1]), key: rotated(rope, key, range(T)), value },
     { scale: f * f / Math.sqrt(D) },
   );
-  const store = new KvStore({ layers: 1, kvHeads: KV, headDim: D, pageSize: 8, dtype: "f16", keyForm: "post-rope" });
+  const store = new KvStore({
+    layers: 1,
+    kvHeads: KV,
+    headDim: D,
+    pageSize: 8,
+    dtype: "f16",
+    keyForm: "post-rope",
+  });
   store.append(0, rotated(rope, key, range(T)), value);
   const got = sparseAttend(query, store, [[selectAll(T), selectAll(T)]], {
     layer: 0,
@@ -181,14 +202,20 @@ Deno.test("sparseAttend() rejects bad input with errors naming the argument", ()
   const q = randn([1, 4, 4]);
   const all = selectAll(5);
   const ok = [[all, all, all, all]];
-  assert.throws(() => sparseAttend(randn([1, 4, 3]), store, ok, { layer: 0, queryPositions: [4] }), {
-    name: "TypeError",
-    message: /query headDim \(3\) does not match store headDim \(4\)/,
-  });
-  assert.throws(() => sparseAttend(randn([1, 3, 4]), store, ok, { layer: 0, queryPositions: [4] }), {
-    name: "RangeError",
-    message: /query heads \(3\) must be a multiple of kvHeads/,
-  });
+  assert.throws(
+    () => sparseAttend(randn([1, 4, 3]), store, ok, { layer: 0, queryPositions: [4] }),
+    {
+      name: "TypeError",
+      message: /query headDim \(3\) does not match store headDim \(4\)/,
+    },
+  );
+  assert.throws(
+    () => sparseAttend(randn([1, 3, 4]), store, ok, { layer: 0, queryPositions: [4] }),
+    {
+      name: "RangeError",
+      message: /query heads \(3\) must be a multiple of kvHeads/,
+    },
+  );
   assert.throws(() => sparseAttend(q, store, [], { layer: 0, queryPositions: [4] }), {
     name: "TypeError",
     message: /selections must have one entry per query token \(1\), got 0/,
