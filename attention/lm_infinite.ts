@@ -65,6 +65,8 @@ export class LmInfinite implements Selector {
   readonly maxDistance: number;
 
   /**
+   * Creates the stage from its options.
+   *
    * @param options Branch sizes and distance ceiling.
    * @throws {RangeError} On bad sizes.
    */
@@ -81,6 +83,8 @@ export class LmInfinite implements Selector {
   }
 
   /**
+   * Chooses the tokens one query reads for one KV head.
+   *
    * @param ctx The selection context.
    * @returns Global tokens (capped distances) ∪ local window (true distances).
    */

@@ -11,7 +11,7 @@
  */
 
 import type { Tensor } from "../tensor/types.ts";
-import { zeros } from "../tensor/tensor.ts";
+import { sliceAxis, zeros } from "../tensor/tensor.ts";
 import { describeValue, requirePositiveInt } from "../tensor/validate.ts";
 import { KvStore } from "../kv/kv_store.ts";
 import { KeepAll } from "../kv/keep_all.ts";
@@ -59,6 +59,12 @@ export interface AttentionPipelineOptions {
   softCap?: number;
   /** Query tokens per kernel call in prefill (bounds the memory of per-token selections). @default {128} */
   prefillBlock?: number;
+  /**
+   * Record, for the last query token of each call, the original positions each
+   * query head read ({@linkcode AttentionPipeline.lastRead}); costs O(tokens read) per call.
+   * @default {false}
+   */
+  record?: boolean;
 }
 
 /** Cumulative accounting of a pipeline. */
@@ -135,6 +141,17 @@ export class AttentionPipeline {
   readonly stats: PipelineStats;
   /** What the last {@linkcode AttentionPipeline.attend} call read. */
   lastStats: AttendStats;
+  /**
+   * The selection of the last query token of the last {@linkcode AttentionPipeline.attend}
+   * call (per query head; cache indices as they were during that call), for
+   * recall metrics and selection maps.
+   */
+  lastSelection: Selection | undefined;
+  /**
+   * With `record: true`: original positions each query head read for the last
+   * query token of the last call, `[heads][tokensRead]` (ascending cache order).
+   */
+  lastRead: Int32Array[] | undefined;
 
   #plans: HeadPlan[][];
   #next: number[];
@@ -143,8 +160,11 @@ export class AttentionPipeline {
   #block: number;
   #query: Float32Array;
   #blockState: AttentionState | undefined;
+  #record: boolean;
 
   /**
+   * Creates the stage from its options.
+   *
    * @param options Shapes, stages, storage.
    * @throws {TypeError} On unsupported combinations (see the class doc).
    * @throws {RangeError} On bad sizes.
@@ -231,6 +251,9 @@ export class AttentionPipeline {
       bytesRead: 0,
     };
     this.lastStats = createAttendStats(this.heads);
+    this.lastSelection = undefined;
+    this.lastRead = undefined;
+    this.#record = options.record ?? false;
   }
 
   /** The selector and policy serving `(layer, kvHead)`. */
@@ -298,16 +321,22 @@ export class AttentionPipeline {
       ? rope.apply(key, p0)
       : key;
     const lenBefore = new Int32Array(KV);
-    for (let h = 0; h < KV; h++) lenBefore[h] = this.store.length(layer, h);
-    this.store.append(layer, keys, value, p0);
-
     const out = zeros("f32", [t, H, d], { layout: "thd" });
     const lse = zeros("f32", [t, H]);
     const stats = createAttendStats(H);
     const group = H / KV;
     const qs = query.strides;
+    // Block by block: append the block's keys, attend its queries, apply the cache policies, so
+    // the store never holds more than the policies keep plus one block.
     for (let b0 = 0; b0 < t; b0 += this.#block) {
       const bn = Math.min(this.#block, t - b0);
+      for (let h = 0; h < KV; h++) lenBefore[h] = this.store.length(layer, h) - b0;
+      this.store.append(
+        layer,
+        sliceAxis(keys, 0, b0, b0 + bn),
+        sliceAxis(value, 0, b0, b0 + bn),
+        p0 + b0,
+      );
       const selections: Selection[] = [];
       const positions = new Float64Array(bn);
       for (let i = 0; i < bn; i++) {
@@ -358,10 +387,24 @@ export class AttentionPipeline {
         ...(this.#softCap !== undefined ? { softCap: this.#softCap } : {}),
         stats,
       });
+      this.lastSelection = selections[bn - 1];
       out.data.set(state.out.data, b0 * H * d);
       lse.data.set(state.lse.data, b0 * H);
+      if (b0 + bn < t) this.#applyPolicies(layer);
     }
-    for (let h = 0; h < KV; h++) this.#plans[layer]![h]!.policy.afterAttend(this.store, layer, h);
+    if (this.#record && this.lastSelection !== undefined) {
+      this.lastRead = this.lastSelection.map((hs, h) => {
+        const kh = Math.floor(h / group);
+        const pos: number[] = [];
+        for (let i = 0; i < hs.spans.length; i += 2) {
+          for (let j = hs.spans[i]!; j < hs.spans[i + 1]!; j++) {
+            pos.push(this.store.position(layer, kh, j));
+          }
+        }
+        return Int32Array.from(pos);
+      });
+    }
+    this.#applyPolicies(layer);
     this.#next[layer] = p0 + t;
     this.lastStats = stats;
     this.stats.queries += t;
@@ -369,6 +412,41 @@ export class AttentionPipeline {
     this.stats.bytesRead += stats.bytesRead;
     for (let h = 0; h < H; h++) this.stats.tokensPerHead[h]! += stats.tokensPerHead[h]!;
     return { out, lse };
+  }
+
+  /**
+   * Writes `t` tokens' keys and values into `layer` without attending (keys
+   * rotated as in {@linkcode AttentionPipeline.attend}), then applies the cache
+   * policies. For caches built elsewhere and for synthetic benchmarks where the
+   * prompt's own attention outputs are not needed.
+   *
+   * @param layer Layer index.
+   * @param key Raw keys `[t, kvHeads, headDim]`.
+   * @param value Values `[t, kvHeads, headDim]`.
+   * @throws {TypeError} / {RangeError} On shape mismatches or a bad layer.
+   */
+  append(layer: number, key: Tensor, value: Tensor): void {
+    const action = "append to AttentionPipeline";
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.layers) {
+      throw new RangeError(
+        `Cannot ${action}: layer must be an integer in [0, ${this.layers}), got ${
+          describeValue(layer)
+        }`,
+      );
+    }
+    requireThd(action, "key", key);
+    const t = key.shape[0]!;
+    const p0 = this.#next[layer]!;
+    const rope = this.rope?.forSequenceLength(p0 + Math.max(t, 1));
+    const keys = rope !== undefined && this.store.keyForm === "post-rope"
+      ? rope.apply(key, p0)
+      : key;
+    for (let b0 = 0; b0 < t; b0 += this.#block) {
+      const b1 = Math.min(t, b0 + this.#block);
+      this.store.append(layer, sliceAxis(keys, 0, b0, b1), sliceAxis(value, 0, b0, b1), p0 + b0);
+      this.#applyPolicies(layer);
+    }
+    this.#next[layer] = p0 + t;
   }
 
   /** KV bytes held by the store (allocated pages). */
@@ -389,6 +467,13 @@ export class AttentionPipeline {
     this.store.clear();
     this.#next.fill(0);
     this.resetStats();
+    this.lastSelection = undefined;
+  }
+
+  #applyPolicies(layer: number): void {
+    for (let h = 0; h < this.kvHeads; h++) {
+      this.#plans[layer]![h]!.policy.afterAttend(this.store, layer, h);
+    }
   }
 
   #stateFor(bn: number): AttentionState {

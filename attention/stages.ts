@@ -87,6 +87,8 @@ export class DenseSelector implements Selector {
   /** The whole history. */
   readonly needs: HistoryNeed = { kind: "all" };
   /**
+   * Chooses the tokens one query reads for one KV head.
+   *
    * @param ctx The selection context.
    * @returns All visible tokens.
    */

@@ -67,6 +67,8 @@ export class StreamingLlm implements Selector {
   readonly reindex: boolean;
 
   /**
+   * Creates the stage from its options.
+   *
    * @param options Sinks, window, re-indexing.
    * @throws {RangeError} On bad sizes.
    */
@@ -80,6 +82,8 @@ export class StreamingLlm implements Selector {
   }
 
   /**
+   * Chooses the tokens one query reads for one KV head.
+   *
    * @param ctx The selection context (uses `length`; `store` to read original
    *   positions when nothing was evicted yet).
    * @returns Sinks ∪ window.

@@ -44,6 +44,8 @@ export class UnionSelector implements Selector {
   readonly parts: readonly Selector[];
 
   /**
+   * Creates the stage from its options.
+   *
    * @param parts Two or more selectors keeping original positions.
    * @throws {TypeError} If fewer than two parts, or any part re-maps positions.
    */
@@ -81,6 +83,8 @@ export class UnionSelector implements Selector {
   }
 
   /**
+   * Chooses the tokens one query reads for one KV head.
+   *
    * @param ctx The selection context.
    * @returns The union of the parts' selections (per query head if any part selects per query head).
    */

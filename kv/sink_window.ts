@@ -63,6 +63,8 @@ export class SinkWindow implements CachePolicy {
   readonly slack: number;
 
   /**
+   * Creates the stage from its options.
+   *
    * @param options Sinks, window, slack.
    * @throws {RangeError} On non-integer or negative sizes, or a zero window.
    */

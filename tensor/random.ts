@@ -33,6 +33,8 @@ export class Rng {
   #spare = NaN;
 
   /**
+   * Creates the stage from its options.
+   *
    * @param seed Any integer; different seeds give independent-looking streams.
    * @throws {RangeError} If `seed` is not an integer.
    */
@@ -52,7 +54,11 @@ export class Rng {
     this.#s3 = next() | 1;
   }
 
-  /** @returns The next 32 random bits as an unsigned integer. */
+  /**
+   * Draws 32 random bits.
+   *
+   * @returns An unsigned 32-bit integer.
+   */
   nextU32(): number {
     const s0 = this.#s0, s1 = this.#s1, s2 = this.#s2, s3 = this.#s3;
     const r = Math.imul(rotl(Math.imul(s1, 5), 7), 9) >>> 0;
@@ -70,12 +76,18 @@ export class Rng {
     return r;
   }
 
-  /** @returns A uniform float in `[0, 1)`. */
+  /**
+   * Draws a uniform float.
+   *
+   * @returns A float in `[0, 1)`.
+   */
   uniform(): number {
     return this.nextU32() / 4294967296;
   }
 
   /**
+   * Draws a uniform integer.
+   *
    * @param n Exclusive upper bound, a positive integer.
    * @returns A uniform integer in `[0, n)`.
    */
@@ -83,7 +95,11 @@ export class Rng {
     return Math.floor(this.uniform() * n);
   }
 
-  /** @returns A standard normal sample (mean 0, standard deviation 1). */
+  /**
+   * Draws a standard normal sample.
+   *
+   * @returns A sample with mean 0 and standard deviation 1.
+   */
   normal(): number {
     if (!Number.isNaN(this.#spare)) {
       const s = this.#spare;
