@@ -62,7 +62,11 @@ Deno.test("denseAttention() gives out 0 and lse -Infinity for a fully masked row
   const r = denseAttention(x, { keyOffset: 100, queryOffset: 0 });
   assert.ok(r.out.data.every((v) => v === 0));
   assert.ok(r.lse.data.every((v) => v === -Infinity));
-  const empty = denseAttention({ ...x, key: sliceAxis(x.key, 0, 0, 0), value: sliceAxis(x.value, 0, 0, 0) });
+  const empty = denseAttention({
+    ...x,
+    key: sliceAxis(x.key, 0, 0, 0),
+    value: sliceAxis(x.value, 0, 0, 0),
+  });
   assert.ok(empty.out.data.every((v) => v === 0));
   assert.ok(empty.lse.data.every((v) => v === -Infinity));
 });
@@ -163,11 +167,17 @@ Deno.test("denseAttention() rejects bad input with errors naming the argument", 
   );
   assert.throws(
     () => denseAttention({ ...x, query: randn([2, 3, 8]) }),
-    { name: "RangeError", message: /query heads \(3\) must be a multiple of kvHeads, got kvHeads 2/ },
+    {
+      name: "RangeError",
+      message: /query heads \(3\) must be a multiple of kvHeads, got kvHeads 2/,
+    },
   );
   assert.throws(
     () => denseAttention({ ...x, key: randn([5, 8]) }),
-    { name: "TypeError", message: /key must have shape \[tokens, heads, headDim\], got shape \[5, 8\]/ },
+    {
+      name: "TypeError",
+      message: /key must have shape \[tokens, heads, headDim\], got shape \[5, 8\]/,
+    },
   );
   assert.throws(
     () => denseAttention({ ...x, value: randn([4, 2, 8]) }),

@@ -15,9 +15,9 @@ function checkPair(action: string, a: AttentionState, b: AttentionState, i: numb
   const sa = a.out.shape, sb = b.out.shape;
   if (sa.length !== 3 || sb.length !== 3 || sa.some((x, k) => x !== sb[k])) {
     throw new TypeError(
-      `Cannot ${action}: states[${i}].out shape ${describeValue(sb)} must equal states[0].out shape ${
-        describeValue(sa)
-      }`,
+      `Cannot ${action}: states[${i}].out shape ${
+        describeValue(sb)
+      } must equal states[0].out shape ${describeValue(sa)}`,
     );
   }
   for (const s of [a, b]) {
