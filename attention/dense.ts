@@ -12,12 +12,7 @@ import { zeros } from "../tensor/tensor.ts";
 import { describeValue, requireInt } from "../tensor/validate.ts";
 import type { AttentionInput, AttentionState } from "./types.ts";
 import { checkQkv, resolveScale } from "./_validate.ts";
-import {
-  ensureGroupWorkspace,
-  finishRows,
-  foldRun,
-  resetRows,
-} from "./_online_softmax.ts";
+import { ensureGroupWorkspace, finishRows, foldRun, resetRows } from "./_online_softmax.ts";
 
 /** Options of {@linkcode denseAttention}. */
 export interface DenseAttentionOptions {

@@ -35,3 +35,5 @@ export * from "./pipeline.ts";
 export * from "./streaming_llm.ts";
 export * from "./lm_infinite.ts";
 export * from "./union.ts";
+export * from "./long_heads.ts";
+export * from "./parallel.ts";

@@ -357,6 +357,8 @@ export class AttentionPipeline {
             length: lenBefore[kh]! + ti + 1,
             queryPosition: p0 + ti,
             query: this.#query,
+            rope,
+            callTokens: t,
           });
           if (Array.isArray(r)) {
             if (r.length !== group) {

@@ -14,7 +14,7 @@
 
 import type { HeadSelection } from "./selection.ts";
 import { selectAll } from "./selection.ts";
-import type { KvSource } from "./sparse_attend.ts";
+import type { KvSource, RotaryEncoding } from "./sparse_attend.ts";
 import type { CachePolicy, HistoryNeed } from "../kv/types.ts";
 
 /** Everything a selector may look at to choose tokens for one query and one KV head. */
@@ -33,6 +33,10 @@ export interface SelectContext {
   readonly queryPosition: number;
   /** Raw (pre-RoPE) query rows of the group, `[group, headDim]` (valid during the call only). */
   readonly query: Float32Array;
+  /** The pipeline's positional stage, if any (selectors that build summaries rotate with it). */
+  readonly rope: RotaryEncoding | undefined;
+  /** Query tokens in the current pipeline call (1 in decode, more in prefill). */
+  readonly callTokens: number;
 }
 
 /**

@@ -1,0 +1,467 @@
+// Copyright 2026 the longctx authors. MIT license.
+// This module is browser compatible.
+
+/**
+ * LongHeads: training-free chunk selection per head, so every head attends
+ * within its pretraining length while the model as a whole covers a long
+ * context.
+ *
+ * @module
+ */
+
+import { describeValue, requirePositiveInt } from "../tensor/validate.ts";
+import type { HistoryNeed } from "../kv/types.ts";
+import type { HeadSelection } from "./selection.ts";
+import type { RotaryEncoding } from "./sparse_attend.ts";
+import type { SelectContext, Selector } from "./stages.ts";
+
+/** Options of {@linkcode LongHeads}. */
+export interface LongHeadsOptions {
+  /** Chunk size `w` in tokens. @default {256} */
+  chunkSize?: number;
+  /** Attention length `A` per head; a multiple of `chunkSize`, at most the pretraining length. `k = A / w` chunks. @default {4096} */
+  attentionLength?: number;
+  /** Queries whose cache holds at most this many tokens attend densely (`begin_selective_length`). @default {attentionLength} */
+  selectiveThreshold?: number;
+  /**
+   * GQA handling. `"query-head"` (default, faithful to the per-head MHA
+   * method): each query head scores chunks with its own query against its own
+   * chunk summaries and reads its own window (g times the gather traffic).
+   * `"kv-head"` (a deviation, cheaper): the group shares one window, scored with
+   * the sum of the group's queries against summaries built from the group-mean query.
+   * @default {"query-head"}
+   */
+  gqa?: "query-head" | "kv-head";
+  /**
+   * The official prefill path lets a query read its current chunk's tokens
+   * strictly before it (not its own key), while decode includes self. `true`
+   * reproduces that in multi-token calls; `false` (default) includes self
+   * everywhere, so prefill and decode agree.
+   * @default {false}
+   */
+  excludeSelfInPrefill?: boolean;
+}
+
+interface HeadState {
+  /** Chunk summary keys c, [chunks, d] per query row (kv-head mode: one row). */
+  summaries: Float32Array[];
+  /** Complete chunks summarised. */
+  built: number;
+  /** Raw queries of the current chunk, [w, rows, d], and which rows were observed. */
+  queries: Float32Array;
+  observed: Uint8Array;
+  /** The chunk the query buffer belongs to (−1: none). */
+  bufferChunk: number;
+  /** Head dimension. */
+  d: number;
+  /** Summaries built with keys standing in for unobserved queries. */
+  fallbacks: number;
+}
+
+/**
+ * LongHeads as a selector (Lu et al., 2024). The context is cut into chunks of
+ * `w` tokens; each complete chunk gets a representative key per head, built
+ * once: local RoPE inside the chunk, bidirectional in-chunk attention, the
+ * mean-pooled output as a chunk query, and the attention-weighted average of
+ * the chunk's locally rotated keys as the chunk key `c`. A query scores
+ * chunks by `⟨q_raw, c⟩` (pre-RoPE query, as the authors' code does), and
+ * reads the first chunk, the previous chunk, its own (partial) chunk up to
+ * itself, and the top `k − 3` other chunks, in chronological order,
+ * re-numbered contiguously from position 0 so no distance exceeds `A`.
+ *
+ * One rule serves prefill and decode: for the query at cache index `q`, in
+ * chunk `a = ⌊q / w⌋`, chunks `0`, `a − 1` and `a` are forced and the top
+ * `k − 3` of `1 … a − 2` are added. With a partial current chunk this is the
+ * official decode rule exactly; at the step that completes a chunk it keeps
+ * the previous chunk as the official prefill does (k chunks, ≤ A keys).
+ *
+ * Summaries need the chunk's queries; the selector records them as queries
+ * pass through `select`. Chunks cached without queries (`AttentionPipeline.append`)
+ * are summarised with their keys standing in for the queries, counted in
+ * {@linkcode LongHeads.fallbackSummaries}.
+ *
+ * Oracles: a cache of at most `selectiveThreshold` tokens is dense; with
+ * `attentionLength` ≥ context every chunk is selected in order, a uniform
+ * position shift, so the output equals dense attention.
+ *
+ * | cost per query and head (G = complete chunks) | |
+ * | --- | --- |
+ * | scoring | O(G·d) + top-(k−3) selection |
+ * | attend | ≤ A keys |
+ * | summary | O(w²·d) once per chunk (amortised O(w·d) per token) |
+ * | memory | G·d floats per query head (kv-head mode: per KV head) + w·g·d buffered queries |
+ *
+ * @see https://arxiv.org/abs/2402.10685
+ *
+ * @example Planted needle far beyond the attention length is retrieved
+ * ```ts
+ * import { AttentionPipeline, LongHeads } from "@longctx/longctx/attention";
+ * import { Rope } from "@longctx/longctx/positional";
+ * import { randn } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const lh = new LongHeads({ chunkSize: 8, attentionLength: 32 });
+ * const pipe = new AttentionPipeline({ layers: 1, heads: 1, kvHeads: 1, headDim: 8, rope: new Rope({ headDim: 8 }), selector: lh, record: true });
+ * pipe.attend(0, randn([200, 1, 8], { seed: 1 }), randn([200, 1, 8], { seed: 2 }), randn([200, 1, 8], { seed: 3 }));
+ * assert.ok(pipe.lastRead![0].length <= 32);
+ * ```
+ */
+export class LongHeads implements Selector {
+  /** `"long-heads"`. */
+  readonly name: string = "long-heads";
+  /** Positions are re-numbered. */
+  readonly positions = "remapped" as const;
+  /** The full history. */
+  readonly needs: HistoryNeed = { kind: "all" };
+  /** Chunk size `w`. */
+  readonly chunkSize: number;
+  /** Attention length `A`. */
+  readonly attentionLength: number;
+  /** Chunks per window `k = A / w`. */
+  readonly chunks: number;
+  /** Dense below this cache length. */
+  readonly selectiveThreshold: number;
+  /** GQA variant. */
+  readonly gqa: "query-head" | "kv-head";
+  /** Whether multi-token calls exclude the query's own key (official prefill). */
+  readonly excludeSelfInPrefill: boolean;
+
+  #state = new Map<number, HeadState>();
+  #scores = new Float64Array(0);
+  #order = new Int32Array(0);
+
+  /**
+   * Creates the selector from its options.
+   *
+   * @param options Chunk size, attention length, threshold, GQA variant.
+   * @throws {RangeError} If sizes are not positive integers, `attentionLength`
+   *   is not a multiple of `chunkSize`, or fewer than 3 chunks fit.
+   */
+  constructor(options: LongHeadsOptions = {}) {
+    const action = "create LongHeads";
+    this.chunkSize = requirePositiveInt(action, "chunkSize", options.chunkSize ?? 256);
+    this.attentionLength = requirePositiveInt(
+      action,
+      "attentionLength",
+      options.attentionLength ?? 4096,
+    );
+    if (this.attentionLength % this.chunkSize !== 0) {
+      throw new RangeError(
+        `Cannot ${action}: attentionLength must be a multiple of chunkSize (${this.chunkSize}), got ${this.attentionLength}`,
+      );
+    }
+    this.chunks = this.attentionLength / this.chunkSize;
+    if (this.chunks < 3) {
+      throw new RangeError(
+        `Cannot ${action}: attentionLength / chunkSize must be at least 3 (first, previous and current chunk), got ${this.chunks}`,
+      );
+    }
+    this.selectiveThreshold = requirePositiveInt(
+      action,
+      "selectiveThreshold",
+      options.selectiveThreshold ?? this.attentionLength,
+    );
+    const gqa = options.gqa ?? "query-head";
+    if (gqa !== "query-head" && gqa !== "kv-head") {
+      throw new TypeError(
+        `Cannot ${action}: gqa must be "query-head" or "kv-head", got ${describeValue(gqa)}`,
+      );
+    }
+    this.gqa = gqa;
+    this.excludeSelfInPrefill = options.excludeSelfInPrefill ?? false;
+  }
+
+  /** Chunk summaries built with keys standing in for unobserved queries, over all heads. */
+  get fallbackSummaries(): number {
+    let n = 0;
+    for (const s of this.#state.values()) n += s.fallbacks;
+    return n;
+  }
+
+  /** Forgets all summaries and buffered queries (a new sequence). */
+  reset(): void {
+    this.#state.clear();
+  }
+
+  /**
+   * The summary key `c` of one chunk for one query row (a copy), for
+   * inspection and tests.
+   *
+   * @param layer Layer index.
+   * @param kvHead KV head index.
+   * @param row Query head within the group (0 in kv-head mode).
+   * @param chunk Complete chunk index.
+   * @returns `[headDim]` summary key, or `undefined` if not built yet.
+   */
+  summary(layer: number, kvHead: number, row: number, chunk: number): Float32Array | undefined {
+    const s = this.#state.get(layer * 65536 + kvHead);
+    if (s === undefined || chunk >= s.built || s.summaries[row] === undefined) return undefined;
+    const d = s.d;
+    return s.summaries[row]!.slice(chunk * d, (chunk + 1) * d);
+  }
+
+  /**
+   * Chooses the chunks one query reads for one KV head (per query head in
+   * `"query-head"` mode).
+   *
+   * @param ctx The selection context; `ctx.rope` is needed to build summaries.
+   * @returns The window, re-numbered contiguously.
+   */
+  select(ctx: SelectContext): HeadSelection | readonly HeadSelection[] {
+    const n = ctx.length;
+    const q = n - 1; // the query's own cache index
+    const w = this.chunkSize, k = this.chunks;
+    const d = ctx.store.headDim;
+    const rows = this.gqa === "query-head" ? ctx.group : 1;
+    const st = this.#head(ctx, rows, d);
+    this.#observe(st, ctx, q, rows, d);
+    const a = Math.floor(q / w);
+    // Build summaries of every chunk completed so far (the current one too when q closes it).
+    const complete = Math.floor(n / w);
+    while (st.built < complete) this.#build(st, ctx, st.built, rows, d);
+
+    const excludeSelf = this.excludeSelfInPrefill && ctx.callTokens > 1;
+    const end = excludeSelf ? q : n; // exclusive end of the current chunk's keys
+    if (n <= this.selectiveThreshold || a + 1 <= k) {
+      // Dense (below the threshold), or every chunk fits: read all at original positions.
+      if (excludeSelf && n > this.selectiveThreshold) {
+        return { spans: end > 0 ? Int32Array.of(0, end) : new Int32Array(0) };
+      }
+      return { spans: Int32Array.of(0, n) };
+    }
+    // Candidates 1 … a−2; take the top k−3 by ⟨q_raw, c⟩ per row.
+    const cand = a - 2;
+    const take = Math.min(k - 3, cand);
+    const out: HeadSelection[] = [];
+    for (let r = 0; r < rows; r++) {
+      const chosen = this.#topChunks(st, ctx, r, rows, d, cand, take);
+      out.push(window(chosen, a, w, end, excludeSelf));
+    }
+    return rows === 1 ? out[0]! : out;
+  }
+
+  #head(ctx: SelectContext, rows: number, d: number): HeadState {
+    const key = ctx.layer * 65536 + ctx.kvHead;
+    let st = this.#state.get(key);
+    if (st === undefined) {
+      st = {
+        summaries: Array.from({ length: rows }, () => new Float32Array(16 * d)),
+        built: 0,
+        queries: new Float32Array(this.chunkSize * rows * d),
+        observed: new Uint8Array(this.chunkSize),
+        bufferChunk: -1,
+        d,
+        fallbacks: 0,
+      };
+      this.#state.set(key, st);
+    }
+    return st;
+  }
+
+  /** Records the raw query rows of cache index q into the current chunk's buffer. */
+  #observe(st: HeadState, ctx: SelectContext, q: number, rows: number, d: number): void {
+    const i = q % this.chunkSize;
+    const chunk = Math.floor(q / this.chunkSize);
+    if (chunk !== st.bufferChunk) {
+      st.observed.fill(0);
+      st.bufferChunk = chunk;
+    }
+    const g = ctx.group;
+    const base = i * rows * d;
+    if (rows === g) {
+      st.queries.set(ctx.query.subarray(0, g * d), base);
+    } else {
+      // kv-head mode: the group-mean query.
+      for (let c = 0; c < d; c++) {
+        let s = 0;
+        for (let r = 0; r < g; r++) s += ctx.query[r * d + c]!;
+        st.queries[base + c] = s / g;
+      }
+    }
+    st.observed[i] = 1;
+  }
+
+  /** Builds chunk `c`'s summary key for every row (spec §1.5). */
+  #build(st: HeadState, ctx: SelectContext, c: number, rows: number, d: number): void {
+    const w = this.chunkSize;
+    const rope = ctx.rope;
+    const scale = 1 / Math.sqrt(d);
+    const preRope = ctx.store.keyForm === "pre-rope";
+    // Locally rotated keys k~_i = rope(k_i, i) and the values of the chunk: [w, d].
+    const kt = new Float32Array(w * d), vt = new Float32Array(w * d);
+    for (let i = 0; i < w; i++) {
+      const idx = c * w + i;
+      const pg = ctx.store.page(ctx.layer, ctx.kvHead, Math.floor(idx / ctx.store.pageSize));
+      const row = idx % ctx.store.pageSize;
+      const orig = pg.positions[row]!;
+      if (rope === undefined) {
+        for (let j = 0; j < d; j++) kt[i * d + j] = pg.keys[row * d + j]!;
+      } else {
+        rotate(rope, pg.keys, row * d, kt, i * d, preRope ? i : i - orig);
+      }
+      for (let j = 0; j < d; j++) vt[i * d + j] = pg.values[row * d + j]!;
+    }
+    // Queries of the chunk (or keys where unobserved — the current chunk's buffer belongs to
+    // chunk ⌊q/w⌋, so earlier unobserved chunks use keys throughout).
+    const current = c === st.bufferChunk;
+    let usedFallback = false;
+    const qt = new Float32Array(w * d);
+    const o = new Float32Array(d), p = new Float64Array(w);
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < w; i++) {
+        if (current && st.observed[i]) {
+          const src = (i * rows + r) * d;
+          if (rope === undefined) qt.set(st.queries.subarray(src, src + d), i * d);
+          else rotate(rope, st.queries, src, qt, i * d, i);
+        } else {
+          qt.set(kt.subarray(i * d, (i + 1) * d), i * d);
+          usedFallback = true;
+        }
+      }
+      // qc = mean_i softmax(s · q~_i K~ᵀ) V  (bidirectional, no causal mask)
+      o.fill(0);
+      const qc = new Float64Array(d);
+      for (let i = 0; i < w; i++) {
+        softmaxRow(qt, i * d, kt, w, d, scale, p);
+        for (let j = 0; j < w; j++) {
+          const pj = p[j]!;
+          for (let x = 0; x < d; x++) qc[x]! += pj * vt[j * d + x]!;
+        }
+      }
+      for (let x = 0; x < d; x++) qc[x]! /= w;
+      // c = Σ_i softmax(s · qc K~ᵀ)_i k~_i
+      const qcf = Float32Array.from(qc);
+      softmaxRow(qcf, 0, kt, w, d, scale, p);
+      const buf = ensure(st, r, c + 1, d);
+      const off = c * d;
+      for (let x = 0; x < d; x++) buf[off + x] = 0;
+      for (let j = 0; j < w; j++) {
+        const pj = p[j]!;
+        for (let x = 0; x < d; x++) buf[off + x]! += pj * kt[j * d + x]!;
+      }
+    }
+    if (usedFallback) st.fallbacks++;
+    st.built = c + 1;
+  }
+
+  /** Top-`take` chunk indices among 1 … cand (ascending), by ⟨q_raw, c⟩ for one row. */
+  #topChunks(
+    st: HeadState,
+    ctx: SelectContext,
+    r: number,
+    rows: number,
+    d: number,
+    cand: number,
+    take: number,
+  ): Int32Array {
+    if (this.#scores.length < cand + 1) {
+      this.#scores = new Float64Array(2 * (cand + 1));
+      this.#order = new Int32Array(2 * (cand + 1));
+    }
+    const sum = st.summaries[r]!;
+    const g = ctx.group;
+    for (let c = 1; c <= cand; c++) {
+      let s = 0;
+      for (let x = 0; x < d; x++) {
+        let qx = 0;
+        if (rows === g) qx = ctx.query[r * d + x]!;
+        else for (let h = 0; h < g; h++) qx += ctx.query[h * d + x]!; // summed group query
+        s += qx * sum[c * d + x]!;
+      }
+      this.#scores[c] = s;
+    }
+    // Partial selection: keep the best `take` in a small sorted buffer (ties: earlier chunk).
+    const best = this.#order;
+    let m = 0;
+    for (let c = 1; c <= cand; c++) {
+      const s = this.#scores[c]!;
+      if (m === take && !(s > this.#scores[best[m - 1]!]!)) continue;
+      let i = m < take ? m++ : m - 1;
+      while (i > 0 && this.#scores[best[i - 1]!]! < s) {
+        best[i] = best[i - 1]!;
+        i--;
+      }
+      best[i] = c;
+    }
+    return best.slice(0, m).sort();
+  }
+}
+
+/** Summary buffer of row r grown to hold `chunks` chunks. */
+function ensure(st: HeadState, r: number, chunks: number, d: number): Float32Array {
+  let b = st.summaries[r]!;
+  if (b.length < chunks * d) {
+    const nb = new Float32Array(Math.max(chunks, 2 * (b.length / d)) * d);
+    nb.set(b);
+    st.summaries[r] = b = nb;
+  }
+  return b;
+}
+
+function rotate(
+  rope: RotaryEncoding,
+  src: Float32Array | Float16Array,
+  sOff: number,
+  dst: Float32Array,
+  dOff: number,
+  position: number,
+): void {
+  rope.rotateRow(src, sOff, dst, dOff, position);
+}
+
+/** p = softmax(scale · x·K[j]) over j < w, x at xs[xo..]. */
+function softmaxRow(
+  xs: Float32Array,
+  xo: number,
+  keys: Float32Array,
+  w: number,
+  d: number,
+  scale: number,
+  p: Float64Array,
+): void {
+  let m = -Infinity;
+  for (let j = 0; j < w; j++) {
+    let s = 0;
+    for (let x = 0; x < d; x++) s += xs[xo + x]! * keys[j * d + x]!;
+    p[j] = s * scale;
+    if (p[j]! > m) m = p[j]!;
+  }
+  let z = 0;
+  for (let j = 0; j < w; j++) z += p[j] = Math.exp(p[j]! - m);
+  for (let j = 0; j < w; j++) p[j]! /= z;
+}
+
+/**
+ * Chunks 0, chosen…, a−1, and a's tokens up to `end`, re-numbered from 0; the
+ * query sits on its own key's slot, or just after the last key when its own
+ * key is excluded.
+ */
+function window(
+  chosen: Int32Array,
+  a: number,
+  w: number,
+  end: number,
+  excludeSelf: boolean,
+): HeadSelection {
+  const spans: number[] = [0, w];
+  for (const c of chosen) spans.push(c * w, (c + 1) * w);
+  if (a - 1 >= 1) spans.push((a - 1) * w, a * w);
+  if (end > a * w) spans.push(a * w, end);
+  const seen: number[] = [];
+  const merged: number[] = [];
+  let pos = 0;
+  for (let i = 0; i < spans.length; i += 2) {
+    const s = spans[i]!, e = spans[i + 1]!;
+    const m = merged.length;
+    if (m > 0 && merged[m - 1] === s) merged[m - 1] = e;
+    else {
+      merged.push(s, e);
+      seen.push(pos);
+    }
+    pos += e - s;
+  }
+  return {
+    spans: Int32Array.from(merged),
+    seenAt: Float64Array.from(seen),
+    queryAt: excludeSelf ? pos : pos - 1,
+  };
+}

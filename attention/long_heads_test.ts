@@ -1,0 +1,212 @@
+// Copyright 2026 the longctx authors. MIT license.
+import assert from "node:assert/strict";
+import { LongHeads } from "./long_heads.ts";
+import { AttentionPipeline } from "./pipeline.ts";
+import { Rope } from "../positional/rope.ts";
+import { randn, Rng, sliceAxis, type Tensor, tensor, zeros } from "../tensor/mod.ts";
+import { assertClose } from "../tests/_util.ts";
+
+function stream(T: number, H: number, KV: number, D: number, seed: number) {
+  return {
+    q: randn([T, H, D], { seed, layout: "thd" }) as Tensor<"f32">,
+    k: randn([T, KV, D], { seed: seed + 1, layout: "thd" }) as Tensor<"f32">,
+    v: randn([T, KV, D], { seed: seed + 2, layout: "thd" }) as Tensor<"f32">,
+  };
+}
+
+function run(pipe: AttentionPipeline, x: ReturnType<typeof stream>, chunk: number): Tensor<"f32"> {
+  const T = x.q.shape[0]!;
+  const out = zeros("f32", x.q.shape);
+  for (let t = 0; t < T; t += chunk) {
+    const e = Math.min(T, t + chunk);
+    const r = pipe.attend(
+      0,
+      sliceAxis(x.q, 0, t, e),
+      sliceAxis(x.k, 0, t, e),
+      sliceAxis(x.v, 0, t, e),
+    );
+    out.data.set(r.out.data, t * x.q.shape[1]! * x.q.shape[2]!);
+  }
+  return out;
+}
+
+Deno.test("LongHeads equals dense while the cache is within the selective threshold", () => {
+  const T = 200, H = 4, KV = 2, D = 8;
+  const x = stream(T, H, KV, D, 1);
+  const rope = new Rope({ headDim: D });
+  const base = { layers: 1, heads: H, kvHeads: KV, headDim: D, rope };
+  const dense = run(new AttentionPipeline(base), x, 37);
+  const lh = new LongHeads({ chunkSize: 16, attentionLength: 64, selectiveThreshold: 256 });
+  assertClose(run(new AttentionPipeline({ ...base, selector: lh }), x, 37).data, dense.data, {
+    atol: 1e-5,
+  });
+});
+
+Deno.test("LongHeads with attentionLength >= context equals dense (uniform position shift)", () => {
+  for (const [T, w, chunk] of [[97, 8, 5], [130, 16, 130], [301, 4, 33]] as const) {
+    const H = 2, KV = 1, D = 8;
+    const x = stream(T, H, KV, D, T);
+    const rope = new Rope({ headDim: D });
+    const base = { layers: 1, heads: H, kvHeads: KV, headDim: D, rope };
+    const dense = run(new AttentionPipeline(base), x, chunk);
+    const A = Math.ceil((T + 1) / w) * w;
+    for (const gqa of ["query-head", "kv-head"] as const) {
+      const lh = new LongHeads({
+        chunkSize: w,
+        attentionLength: A,
+        selectiveThreshold: 3 * w,
+        gqa,
+      });
+      const got = run(new AttentionPipeline({ ...base, selector: lh }), x, chunk);
+      assertClose(got.data, dense.data, { atol: 2e-5, rtol: 1e-4, label: `T=${T} w=${w} ${gqa}` });
+    }
+  }
+});
+
+Deno.test("LongHeads windows force first, previous and current chunks, stay within A, renumber contiguously", () => {
+  const T = 700, H = 2, KV = 1, D = 8, w = 16, A = 128;
+  const x = stream(T, H, KV, D, 5);
+  const lh = new LongHeads({ chunkSize: w, attentionLength: A });
+  const pipe = new AttentionPipeline({
+    layers: 1,
+    heads: H,
+    kvHeads: KV,
+    headDim: D,
+    rope: new Rope({ headDim: D }),
+    selector: lh,
+  });
+  for (let t = 0; t < T; t++) {
+    pipe.attend(
+      0,
+      sliceAxis(x.q, 0, t, t + 1),
+      sliceAxis(x.k, 0, t, t + 1),
+      sliceAxis(x.v, 0, t, t + 1),
+    );
+    if (t < A) continue;
+    const a = Math.floor(t / w);
+    for (const hs of pipe.lastSelection!) {
+      const s = hs.spans;
+      let n = 0;
+      const covered = new Set<number>();
+      for (let i = 0; i < s.length; i += 2) {
+        n += s[i + 1]! - s[i]!;
+        for (let j = s[i]!; j < s[i + 1]!; j++) covered.add(j);
+      }
+      assert.ok(n <= A, `t=${t}: ${n} keys > A`);
+      assert.ok(covered.has(0) && covered.has(w - 1), "first chunk");
+      assert.ok(covered.has(a * w - 1) && covered.has((a - 1) * w), "previous chunk");
+      assert.ok(covered.has(t), "own key");
+      assert.equal(s[s.length - 1], t + 1);
+      // seenAt are contiguous: 0, len0, len0+len1, …; the query sits on its own key's slot.
+      let p = 0;
+      for (let i = 0; i < s.length; i += 2) {
+        assert.equal(hs.seenAt![i / 2], p);
+        p += s[i + 1]! - s[i]!;
+      }
+      assert.equal(hs.queryAt, p - 1);
+    }
+  }
+  assert.equal(lh.fallbackSummaries, 0, "every summary was built from real queries");
+});
+
+Deno.test("LongHeads retrieves a planted needle chunk far beyond the attention length", () => {
+  // 8k tokens, attention length 512 (16×), chunks of 64; no RoPE so dense and LongHeads differ
+  // only in what they read. The needle chunk's keys share the final query's direction.
+  const T = 8192, H = 2, KV = 1, D = 16, w = 64, A = 512;
+  const rng = new Rng(9);
+  const x = stream(T, H, KV, D, 21);
+  const qFinal = new Float32Array(H * D);
+  rng.fillNormal(qFinal);
+  const dir = new Float32Array(D);
+  for (let i = 0; i < D; i++) dir[i] = qFinal[i]! + qFinal[D + i]!;
+  const nrm = Math.hypot(...dir);
+  const needleChunk = 37; // tokens 2368 … 2431
+  for (let j = needleChunk * w; j < (needleChunk + 1) * w; j++) {
+    for (let i = 0; i < D; i++) x.k.data[j * D + i]! += (10 * dir[i]!) / nrm;
+  }
+  x.q.data.set(qFinal, (T - 1) * H * D);
+  const base = { layers: 1, heads: H, kvHeads: KV, headDim: D, record: true };
+  const lh = new LongHeads({ chunkSize: w, attentionLength: A });
+  const pipe = new AttentionPipeline({ ...base, selector: lh });
+  const got = run(pipe, x, 1024);
+  const read = pipe.lastRead!;
+  for (let h = 0; h < H; h++) {
+    assert.ok(read[h]!.includes(needleChunk * w), `head ${h} read the needle chunk`);
+    assert.ok(read[h]!.length <= A);
+  }
+  // Output of the final query stays close to dense attention over all 8k tokens.
+  const dense = run(new AttentionPipeline(base), x, 1024);
+  const o = (T - 1) * H * D;
+  const a = got.data.subarray(o, o + H * D), b = dense.data.subarray(o, o + H * D);
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i]! * b[i]!;
+    na += a[i]! ** 2;
+    nb += b[i]! ** 2;
+  }
+  const cosine = dot / Math.sqrt(na * nb);
+  assert.ok(cosine > 0.9, `cosine to dense ${cosine}`);
+});
+
+Deno.test("LongHeads builds summaries from keys for chunks cached without queries", () => {
+  const H = 2, KV = 1, D = 8, w = 8;
+  const x = stream(100, H, KV, D, 3);
+  const lh = new LongHeads({ chunkSize: w, attentionLength: 32 });
+  const pipe = new AttentionPipeline({
+    layers: 1,
+    heads: H,
+    kvHeads: KV,
+    headDim: D,
+    selector: lh,
+  });
+  pipe.append(0, sliceAxis(x.k, 0, 0, 99), sliceAxis(x.v, 0, 0, 99));
+  const { out } = pipe.attend(
+    0,
+    sliceAxis(x.q, 0, 99, 100),
+    sliceAxis(x.k, 0, 99, 100),
+    sliceAxis(x.v, 0, 99, 100),
+  );
+  assert.ok(out.data.every(Number.isFinite));
+  assert.equal(lh.fallbackSummaries, 12);
+  assert.ok(lh.summary(0, 0, 0, 11) !== undefined);
+  assert.equal(lh.summary(0, 0, 0, 12), undefined);
+});
+
+Deno.test("LongHeads offers the authors' prefill that excludes the query's own key", () => {
+  const T = 80, H = 1, KV = 1, D = 4, w = 8;
+  const x = stream(T, H, KV, D, 4);
+  const lh = new LongHeads({ chunkSize: w, attentionLength: 32, excludeSelfInPrefill: true });
+  const pipe = new AttentionPipeline({
+    layers: 1,
+    heads: H,
+    kvHeads: KV,
+    headDim: D,
+    selector: lh,
+  });
+  pipe.attend(0, x.q, x.k, x.v);
+  const last = pipe.lastSelection![0]!;
+  assert.equal(last.spans[last.spans.length - 1], T - 1, "own key excluded");
+  let n = 0;
+  for (let i = 0; i < last.spans.length; i += 2) n += last.spans[i + 1]! - last.spans[i]!;
+  assert.equal(last.queryAt, n, "query sits just after the last key");
+});
+
+Deno.test("LongHeads rejects bad options", () => {
+  assert.throws(() => new LongHeads({ chunkSize: 0 }), {
+    name: "RangeError",
+    message: /chunkSize must be a positive integer, got 0/,
+  });
+  assert.throws(() => new LongHeads({ chunkSize: 64, attentionLength: 100 }), {
+    name: "RangeError",
+    message: /attentionLength must be a multiple of chunkSize \(64\), got 100/,
+  });
+  assert.throws(() => new LongHeads({ chunkSize: 64, attentionLength: 128 }), {
+    name: "RangeError",
+    message: /at least 3/,
+  });
+  assert.throws(() => new LongHeads({ gqa: "both" as never }), {
+    name: "TypeError",
+    message: /gqa must be/,
+  });
+  void tensor;
+});
