@@ -1,7 +1,7 @@
 // Copyright 2026 the longctx authors. MIT license.
 /**
  * The main demo: seeded synthetic long-context tensors (8 query heads, 4 KV
- * heads, 64 dims, 8k tokens) with attention sinks and a planted needle, run
+ * heads, 64 dims, 8k tokens) with attention sinks and a planted 16-token needle, run
  * through several pipelines, compared with exact dense attention.
  *
  * Run: `npx -y deno@2 task demo`
@@ -10,6 +10,7 @@ import {
   AttentionPipeline,
   denseAttention,
   LmInfinite,
+  LongHeads,
   randn,
   Rng,
   Rope,
@@ -20,7 +21,7 @@ import {
 } from "./mod.ts";
 
 const T = 8192, H = 8, KV = 4, D = 64, G = H / KV;
-const NEEDLE = Math.floor(T * 0.37);
+const NEEDLE = Math.floor(T * 0.37), NEEDLE_LEN = 16; // a 16-token "fact"
 const DECODE = 8;
 const rope = new Rope({ headDim: D, base: 500_000 }); // Llama-3's RoPE base
 const rng = new Rng(2026);
@@ -47,8 +48,8 @@ for (let s = 0; s < 4; s++) {
     for (let i = 0; i < D; i++) keys.data[(s * KV + kh) * D + i]! += 28 * mu[i]!;
   }
 }
-// Needle: for the final query (position T − 1) of each KV head's group, a key at NEEDLE whose
-// post-RoPE dot product with the group's mean post-RoPE query is large.
+// Needle: for the final query (position T − 1) of each KV head's group, 16 keys from NEEDLE on
+// whose post-RoPE dot product with the group's mean post-RoPE query is large.
 const finalPos = T - 1;
 const qFinal = rope.apply(
   tensor(queries.data.slice(DECODE * H * D), [1, H, D], { layout: "thd" }),
@@ -59,11 +60,13 @@ for (let kh = 0; kh < KV; kh++) {
   for (let g = 0; g < G; g++) {
     for (let i = 0; i < D; i++) post[i]! += qFinal.data[(kh * G + g) * D + i]! / G;
   }
-  // Scale so the needle's logit is 8.5 for the group-mean query (about a third of the mass).
+  // Scale so each needle key's logit is 8.5 for the group-mean query.
   const n = Math.hypot(...post);
   for (let i = 0; i < D; i++) post[i] = (post[i]! / n) * (8.5 * Math.sqrt(D) / n);
-  // Raw key = R(−NEEDLE) · post, so that rotating it to NEEDLE gives `post`.
-  rope.rotateRow(post, 0, keys.data, (NEEDLE * KV + kh) * D, -NEEDLE);
+  // Raw key = R(−j) · post, so that rotating it to position j gives `post`.
+  for (let j = NEEDLE; j < NEEDLE + NEEDLE_LEN; j++) {
+    rope.rotateRow(post, 0, keys.data, (j * KV + kh) * D, -j);
+  }
 }
 
 // --- Exact reference for the final query -----------------------------------
@@ -87,7 +90,8 @@ for (let h = 0; h < H; h++) {
   for (let j = 0; j < T; j++) p[j]! /= z;
   probs.push(p);
 }
-const needleMass = probs.reduce((a, p) => a + p[NEEDLE]!, 0) / H;
+let needleMass = 0;
+for (const p of probs) for (let j = NEEDLE; j < NEEDLE + NEEDLE_LEN; j++) needleMass += p[j]! / H;
 const sinkMass = probs.reduce((a, p) => a + p[0]! + p[1]! + p[2]! + p[3]!, 0) / H;
 
 // --- Pipelines --------------------------------------------------------------
@@ -116,11 +120,21 @@ const entries: Entry[] = [
         policy: new SinkWindow({ sinks: 10, window: 1024 }),
       }),
   },
+  {
+    name: "LongHeads 8×128 chunks",
+    make: () =>
+      new AttentionPipeline({
+        ...base,
+        selector: new LongHeads({ chunkSize: 128, attentionLength: 1024 }),
+      }),
+  },
 ];
 
 console.log(
   `longctx demo: ${H} query heads / ${KV} KV heads × ${D} dims × ${T} tokens, seeded; ` +
-    `needle at ${NEEDLE} holds ${(needleMass * 100).toFixed(1)}% of the exact attention mass, ` +
+    `needle at ${NEEDLE}…${NEEDLE + NEEDLE_LEN - 1} holds ${
+      (needleMass * 100).toFixed(1)
+    }% of the exact attention mass, ` +
     `sinks ${(sinkMass * 100).toFixed(1)}%`,
 );
 const rows: string[][] = [[
@@ -135,7 +149,7 @@ const rows: string[][] = [[
 for (const e of entries) {
   const pipe = e.make();
   pipe.append(0, slice(keys, 0, ctxLen), slice(values, 0, ctxLen));
-  let ms = 0;
+  const ms: number[] = [];
   let last = undefined as Float32Array | undefined;
   for (let s = 0; s <= DECODE; s++) {
     const t = ctxLen + s;
@@ -146,7 +160,7 @@ for (const e of entries) {
       slice(keys, t, t + 1),
       slice(values, t, t + 1),
     );
-    ms += performance.now() - t0;
+    ms.push(performance.now() - t0);
     last = r.out.data;
   }
   const read = pipe.lastRead!;
@@ -169,7 +183,7 @@ for (const e of entries) {
     `${needle}/${H} heads`,
     err.toExponential(2),
     `${(pipe.bytesHeld() / 2 ** 20).toFixed(2)} MiB`,
-    (ms / (DECODE + 1)).toFixed(2),
+    ms.sort((a, b) => a - b)[DECODE >> 1]!.toFixed(2),
   ]);
 }
 const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
@@ -181,7 +195,12 @@ for (const [i, r] of rows.entries()) {
 }
 console.log(
   "\nmass recall: share of the exact softmax mass (final query, all heads) on the tokens read;" +
-    "\nmax |err|: largest difference from exact dense attention in the final output." +
+    "\nmax |err|: largest difference from exact dense attention in the final output;" +
+    `\ndecode ms/step: median of ${
+      DECODE + 1
+    } steps (LongHeads' one-off chunk summaries land in the first).` +
+    "\nLongHeads re-numbers positions (no distance over its attention length), so its logits differ from" +
+    "\nexact ones even on the tokens it reads: the needle keys here were planted for their original distance." +
     "\nTimes are pure-TS CPU timings on this machine.",
 );
 

@@ -12,7 +12,6 @@
 import { describeValue, requirePositiveInt } from "../tensor/validate.ts";
 import type { HistoryNeed } from "../kv/types.ts";
 import type { HeadSelection } from "./selection.ts";
-import type { RotaryEncoding } from "./sparse_attend.ts";
 import type { SelectContext, Selector } from "./stages.ts";
 
 /** Options of {@linkcode LongHeads}. */
@@ -40,6 +39,21 @@ export interface LongHeadsOptions {
    * @default {false}
    */
   excludeSelfInPrefill?: boolean;
+}
+
+interface Scratch {
+  /** Locally rotated keys, values and queries of one chunk, [w, d]. */
+  kt: Float32Array;
+  vt: Float32Array;
+  qt: Float32Array;
+  /** The chunk query, [d]. */
+  qc: Float32Array;
+  /** One softmax row, [w]. */
+  p: Float64Array;
+  /** Scores of four query rows, [4, w]. */
+  scores: Float32Array;
+  /** Column means of the in-chunk attention matrix, [w]. */
+  colMean: Float64Array;
 }
 
 interface HeadState {
@@ -127,6 +141,8 @@ export class LongHeads implements Selector {
 
   #state = new Map<number, HeadState>();
   #scores = new Float64Array(0);
+  #buildScratch: Scratch | undefined;
+  #groupQuery = new Float32Array(0);
   #order = new Int32Array(0);
 
   /**
@@ -286,8 +302,9 @@ export class LongHeads implements Selector {
     const rope = ctx.rope;
     const scale = 1 / Math.sqrt(d);
     const preRope = ctx.store.keyForm === "pre-rope";
+    const sc = this.#scratch(w, d);
+    const { kt, vt, qt, qc, p } = sc;
     // Locally rotated keys k~_i = rope(k_i, i) and the values of the chunk: [w, d].
-    const kt = new Float32Array(w * d), vt = new Float32Array(w * d);
     for (let i = 0; i < w; i++) {
       const idx = c * w + i;
       const pg = ctx.store.page(ctx.layer, ctx.kvHead, Math.floor(idx / ctx.store.pageSize));
@@ -296,51 +313,62 @@ export class LongHeads implements Selector {
       if (rope === undefined) {
         for (let j = 0; j < d; j++) kt[i * d + j] = pg.keys[row * d + j]!;
       } else {
-        rotate(rope, pg.keys, row * d, kt, i * d, preRope ? i : i - orig);
+        rope.rotateRow(pg.keys, row * d, kt, i * d, preRope ? i : i - orig);
       }
       for (let j = 0; j < d; j++) vt[i * d + j] = pg.values[row * d + j]!;
     }
-    // Queries of the chunk (or keys where unobserved — the current chunk's buffer belongs to
-    // chunk ⌊q/w⌋, so earlier unobserved chunks use keys throughout).
+    // Queries of the chunk, or keys where unobserved (the buffer belongs to chunk ⌊q/w⌋, so
+    // earlier chunks cached by `append` use keys throughout: then every row gets the same summary).
     const current = c === st.bufferChunk;
-    let usedFallback = false;
-    const qt = new Float32Array(w * d);
-    const o = new Float32Array(d), p = new Float64Array(w);
+    let observed = 0;
+    if (current) { for (let i = 0; i < w; i++) observed += st.observed[i]!; }
+    if (observed < w) st.fallbacks++;
     for (let r = 0; r < rows; r++) {
+      const buf = ensure(st, r, c + 1, d);
+      if (observed === 0 && r > 0) {
+        buf.set(st.summaries[0]!.subarray(c * d, (c + 1) * d), c * d);
+        continue;
+      }
       for (let i = 0; i < w; i++) {
         if (current && st.observed[i]) {
           const src = (i * rows + r) * d;
           if (rope === undefined) qt.set(st.queries.subarray(src, src + d), i * d);
-          else rotate(rope, st.queries, src, qt, i * d, i);
+          else rope.rotateRow(st.queries, src, qt, i * d, i);
         } else {
           qt.set(kt.subarray(i * d, (i + 1) * d), i * d);
-          usedFallback = true;
         }
       }
       // qc = mean_i softmax(s · q~_i K~ᵀ) V  (bidirectional, no causal mask)
-      o.fill(0);
-      const qc = new Float64Array(d);
-      for (let i = 0; i < w; i++) {
-        softmaxRow(qt, i * d, kt, w, d, scale, p);
-        for (let j = 0; j < w; j++) {
-          const pj = p[j]!;
-          for (let x = 0; x < d; x++) qc[x]! += pj * vt[j * d + x]!;
-        }
-      }
-      for (let x = 0; x < d; x++) qc[x]! /= w;
+      //    = Σ_j (mean_i P_ij) v_j: column means of P first, then one pass over V.
+      chunkQuery(qt, kt, vt, w, d, scale, sc.scores, sc.colMean, qc);
       // c = Σ_i softmax(s · qc K~ᵀ)_i k~_i
-      const qcf = Float32Array.from(qc);
-      softmaxRow(qcf, 0, kt, w, d, scale, p);
-      const buf = ensure(st, r, c + 1, d);
+      softmaxRow(qc, 0, kt, w, d, scale, p);
       const off = c * d;
-      for (let x = 0; x < d; x++) buf[off + x] = 0;
+      buf.fill(0, off, off + d);
       for (let j = 0; j < w; j++) {
         const pj = p[j]!;
         for (let x = 0; x < d; x++) buf[off + x]! += pj * kt[j * d + x]!;
       }
     }
-    if (usedFallback) st.fallbacks++;
     st.built = c + 1;
+  }
+
+  /** Scratch buffers of the summary build, reused across chunks. */
+  #scratch(w: number, d: number): Scratch {
+    let sc = this.#buildScratch;
+    if (sc === undefined || sc.kt.length !== w * d) {
+      sc = {
+        kt: new Float32Array(w * d),
+        vt: new Float32Array(w * d),
+        qt: new Float32Array(w * d),
+        qc: new Float32Array(d),
+        p: new Float64Array(w),
+        scores: new Float32Array(4 * w),
+        colMean: new Float64Array(w),
+      };
+      this.#buildScratch = sc;
+    }
+    return sc;
   }
 
   /** Top-`take` chunk indices among 1 … cand (ascending), by ⟨q_raw, c⟩ for one row. */
@@ -359,14 +387,23 @@ export class LongHeads implements Selector {
     }
     const sum = st.summaries[r]!;
     const g = ctx.group;
-    for (let c = 1; c <= cand; c++) {
-      let s = 0;
+    let q: Float32Array, qo = 0;
+    if (rows === g) {
+      q = ctx.query;
+      qo = r * d;
+    } else {
+      // kv-head mode: the summed group query.
+      if (this.#groupQuery.length < d) this.#groupQuery = new Float32Array(d);
+      q = this.#groupQuery;
       for (let x = 0; x < d; x++) {
         let qx = 0;
-        if (rows === g) qx = ctx.query[r * d + x]!;
-        else for (let h = 0; h < g; h++) qx += ctx.query[h * d + x]!; // summed group query
-        s += qx * sum[c * d + x]!;
+        for (let h = 0; h < g; h++) qx += ctx.query[h * d + x]!;
+        q[x] = qx;
       }
+    }
+    for (let c = 1; c <= cand; c++) {
+      let s = 0;
+      for (let x = 0; x < d; x++) s += q[qo + x]! * sum[c * d + x]!;
       this.#scores[c] = s;
     }
     // Partial selection: keep the best `take` in a small sorted buffer (ties: earlier chunk).
@@ -397,15 +434,57 @@ function ensure(st: HeadState, r: number, chunks: number, d: number): Float32Arr
   return b;
 }
 
-function rotate(
-  rope: RotaryEncoding,
-  src: Float32Array | Float16Array,
-  sOff: number,
-  dst: Float32Array,
-  dOff: number,
-  position: number,
+/**
+ * The chunk query `qc = Σ_j (mean_i P_ij) v_j` with `P = softmax(scale · Q Kᵀ)`
+ * row-wise over the `w × w` chunk (no mask). Four query rows share each key
+ * load.
+ */
+function chunkQuery(
+  qt: Float32Array,
+  kt: Float32Array,
+  vt: Float32Array,
+  w: number,
+  d: number,
+  scale: number,
+  scores: Float32Array,
+  colMean: Float64Array,
+  qc: Float32Array,
 ): void {
-  rope.rotateRow(src, sOff, dst, dOff, position);
+  colMean.fill(0);
+  for (let i0 = 0; i0 < w; i0 += 4) {
+    const rows = Math.min(4, w - i0);
+    const a0 = i0 * d, a1 = (i0 + Math.min(1, rows - 1)) * d;
+    const a2 = (i0 + Math.min(2, rows - 1)) * d, a3 = (i0 + Math.min(3, rows - 1)) * d;
+    for (let j = 0; j < w; j++) {
+      const kj = j * d;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let x = 0; x < d; x++) {
+        const kx = kt[kj + x]!;
+        s0 += qt[a0 + x]! * kx;
+        s1 += qt[a1 + x]! * kx;
+        s2 += qt[a2 + x]! * kx;
+        s3 += qt[a3 + x]! * kx;
+      }
+      scores[j] = s0 * scale;
+      scores[w + j] = s1 * scale;
+      scores[2 * w + j] = s2 * scale;
+      scores[3 * w + j] = s3 * scale;
+    }
+    for (let r = 0; r < rows; r++) {
+      const o = r * w;
+      let m = -Infinity;
+      for (let j = 0; j < w; j++) if (scores[o + j]! > m) m = scores[o + j]!;
+      let z = 0;
+      for (let j = 0; j < w; j++) z += Math.exp(scores[o + j]! - m);
+      const inv = 1 / (z * w);
+      for (let j = 0; j < w; j++) colMean[j]! += Math.exp(scores[o + j]! - m) * inv;
+    }
+  }
+  qc.fill(0);
+  for (let j = 0; j < w; j++) {
+    const c = colMean[j]!;
+    for (let x = 0; x < d; x++) qc[x]! += c * vt[j * d + x]!;
+  }
 }
 
 /** p = softmax(scale · x·K[j]) over j < w, x at xs[xo..]. */

@@ -210,3 +210,40 @@ Deno.test("LongHeads rejects bad options", () => {
   });
   void tensor;
 });
+
+Deno.test("LongHeads gives the same result for any prefill chunking, aligned or not", () => {
+  // Chunk boundaries of the pipeline calls (37, 5, 1 tokens) never align with LongHeads chunks
+  // of 16; the last LongHeads chunk stays partial (T = 333 = 20·16 + 13).
+  const T = 333, H = 4, KV = 2, D = 8;
+  const x = stream(T, H, KV, D, 11);
+  const rope = new Rope({ headDim: D });
+  const base = { layers: 1, heads: H, kvHeads: KV, headDim: D, rope };
+  for (const gqa of ["query-head", "kv-head"] as const) {
+    const make = () =>
+      new AttentionPipeline({
+        ...base,
+        selector: new LongHeads({ chunkSize: 16, attentionLength: 64, gqa }),
+      });
+    const oneByOne = run(make(), x, 1);
+    for (const chunk of [37, 5, T]) {
+      assertClose(run(make(), x, chunk).data, oneByOne.data, {
+        atol: 1e-6,
+        label: `${gqa} ${chunk}`,
+      });
+    }
+  }
+});
+
+Deno.test("LongHeads short contexts: shorter than a chunk, fewer candidates than k", () => {
+  const H = 2, KV = 1, D = 8;
+  const rope = new Rope({ headDim: D });
+  const base = { layers: 1, heads: H, kvHeads: KV, headDim: D, rope };
+  // selectiveThreshold 1: only the chunk arithmetic keeps these dense.
+  for (const [T, w, A] of [[5, 16, 48], [70, 16, 128]] as const) {
+    const x = stream(T, H, KV, D, T);
+    const dense = run(new AttentionPipeline(base), x, 3);
+    const lh = new LongHeads({ chunkSize: w, attentionLength: A, selectiveThreshold: 1 });
+    const got = run(new AttentionPipeline({ ...base, selector: lh }), x, 3);
+    assertClose(got.data, dense.data, { atol: 1e-5, label: `T=${T}` });
+  }
+});
