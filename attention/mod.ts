@@ -37,3 +37,4 @@ export * from "./lm_infinite.ts";
 export * from "./union.ts";
 export * from "./long_heads.ts";
 export * from "./parallel.ts";
+export * from "./duo_attention.ts";
