@@ -371,8 +371,8 @@ function toMask(
  * reads: everything when `c ≤ S + R` (the first chunk is dense), else the
  * first `S` and the last `R` tokens before `c`, plus the call's tokens
  * `c … c + i`. In decode (`c` = the query's own index) this is the `"lambda"`
- * rule. The call offset is tracked per `(layer, KV head)` from consecutive
- * query positions, and checked against the store's stored positions.
+ * rule. The call's start comes from `SelectContext.callStart`, checked
+ * against the store's stored positions.
  */
 class DuoChunkedStreaming implements Selector {
   readonly name: string = "duo-streaming-chunked";
@@ -380,7 +380,6 @@ class DuoChunkedStreaming implements Selector {
   readonly needs: HistoryNeed;
   readonly #sinks: number;
   readonly #recent: number;
-  #calls = new Map<number, { start: number; end: number; last: number }>();
 
   constructor(sinks: number, recent: number) {
     this.#sinks = sinks;
@@ -389,19 +388,11 @@ class DuoChunkedStreaming implements Selector {
   }
 
   select(ctx: SelectContext): HeadSelection {
-    const key = ctx.layer * 65536 + ctx.kvHead;
-    const q = ctx.queryPosition;
-    let call = this.#calls.get(key);
-    if (call === undefined || q !== call.last + 1 || q >= call.end) {
-      call = { start: q, end: q + ctx.callTokens, last: q };
-      this.#calls.set(key, call);
-    }
-    call.last = q;
     const n = ctx.length;
-    const c = n - 1 - (q - call.start); // cache index of the call's first token
-    if (c < 0 || ctx.store.position(ctx.layer, ctx.kvHead, c) !== call.start) {
+    const c = n - 1 - (ctx.queryPosition - ctx.callStart); // cache index of the call's first token
+    if (c < 0 || ctx.store.position(ctx.layer, ctx.kvHead, c) !== ctx.callStart) {
       throw new RangeError(
-        `Cannot select DuoAttention chunked-prefill tokens: the whole call (${ctx.callTokens} tokens from position ${call.start}) must stay in the store while it runs, got part of it evicted at layer ${ctx.layer} KV head ${ctx.kvHead}; give AttentionPipeline a prefillBlock of at least ${ctx.callTokens}`,
+        `Cannot select DuoAttention chunked-prefill tokens: the whole call (${ctx.callTokens} tokens from position ${ctx.callStart}) must stay in the store while it runs, got part of it evicted at layer ${ctx.layer} KV head ${ctx.kvHead}; give AttentionPipeline a prefillBlock of at least ${ctx.callTokens}`,
       );
     }
     const S = this.#sinks, R = this.#recent;

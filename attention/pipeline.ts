@@ -359,6 +359,7 @@ export class AttentionPipeline {
             query: this.#query,
             rope,
             callTokens: t,
+            callStart: p0,
           });
           if (Array.isArray(r)) {
             if (r.length !== group) {

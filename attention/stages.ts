@@ -37,6 +37,8 @@ export interface SelectContext {
   readonly rope: RotaryEncoding | undefined;
   /** Query tokens in the current pipeline call (1 in decode, more in prefill). */
   readonly callTokens: number;
+  /** Original position of the current call's first token (`queryPosition` in decode). */
+  readonly callStart: number;
 }
 
 /**
