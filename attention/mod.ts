@@ -38,3 +38,5 @@ export * from "./union.ts";
 export * from "./long_heads.ts";
 export * from "./parallel.ts";
 export * from "./duo_attention.ts";
+export * from "./landmark.ts";
+export * from "./landmark_tokens.ts";
