@@ -8,7 +8,8 @@
  * for which head (router), what is kept (cache policy) — and the one sparse
  * attend kernel computes an exact softmax over exactly what was selected.
  *
- * Sub-modules: `./tensor`, `./attention`, `./kv`, `./positional`.
+ * Sub-modules: `./tensor`, `./attention`, `./kv`, `./positional`, `./model` (a llama2.c-format
+ * Llama whose attention is a pipeline).
  *
  * @example StreamingLLM sinks ∪ a retrieved span, with YaRN-scaled RoPE: one softmax over the union
  * ```ts
@@ -35,3 +36,4 @@ export * from "./tensor/mod.ts";
 export * from "./attention/mod.ts";
 export * from "./kv/mod.ts";
 export * from "./positional/mod.ts";
+export * from "./model/mod.ts";

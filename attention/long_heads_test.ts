@@ -247,3 +247,22 @@ Deno.test("LongHeads short contexts: shorter than a chunk, fewer candidates than
     assertClose(got.data, dense.data, { atol: 1e-5, label: `T=${T}` });
   }
 });
+
+Deno.test("AttentionPipeline.reset() resets LongHeads: a second sequence equals a fresh pipeline", () => {
+  const H = 2, KV = 1, D = 8;
+  const rope = new Rope({ headDim: D });
+  const make = () =>
+    new AttentionPipeline({
+      layers: 1,
+      heads: H,
+      kvHeads: KV,
+      headDim: D,
+      rope,
+      selector: new LongHeads({ chunkSize: 8, attentionLength: 32 }),
+    });
+  const a = stream(150, H, KV, D, 40), b = stream(150, H, KV, D, 50);
+  const reused = make();
+  run(reused, a, 17);
+  reused.reset();
+  assertClose(run(reused, b, 17).data, run(make(), b, 17).data, { atol: 0 });
+});

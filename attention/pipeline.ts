@@ -465,12 +465,25 @@ export class AttentionPipeline {
     this.stats.tokensPerHead.fill(0);
   }
 
-  /** Empties the KV store and position counters (a new sequence). */
+  /**
+   * Empties the KV store and position counters and resets every stateful
+   * selector (those with a `reset()`, e.g. LongHeads' chunk summaries): a new
+   * sequence.
+   */
   reset(): void {
     this.store.clear();
     this.#next.fill(0);
     this.resetStats();
     this.lastSelection = undefined;
+    this.lastRead = undefined;
+    const seen = new Set<Selector>();
+    for (const row of this.#plans) {
+      for (const { selector } of row) {
+        if (seen.has(selector)) continue;
+        seen.add(selector);
+        selector.reset?.();
+      }
+    }
   }
 
   #applyPolicies(layer: number): void {

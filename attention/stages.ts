@@ -57,6 +57,8 @@ export interface Selector {
   readonly needs: HistoryNeed;
   /** Chooses the tokens for one query token and one KV head. */
   select(ctx: SelectContext): HeadSelection | readonly HeadSelection[];
+  /** Forgets per-sequence state (called by `AttentionPipeline.reset`); stateless selectors omit it. */
+  reset?(): void;
 }
 
 /** What serves one `(layer, kvHead)`. */
