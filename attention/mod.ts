@@ -40,3 +40,5 @@ export * from "./parallel.ts";
 export * from "./duo_attention.ts";
 export * from "./landmark.ts";
 export * from "./landmark_tokens.ts";
+export * from "./kmeans.ts";
+export * from "./squeezed.ts";
