@@ -12,6 +12,7 @@
 import { describeValue, requirePositiveInt } from "../tensor/validate.ts";
 import type { HistoryNeed } from "../kv/types.ts";
 import type { HeadSelection } from "./selection.ts";
+import { longHeadsWindow } from "./_long_heads_window.ts";
 import type { SelectContext, Selector } from "./stages.ts";
 
 /** Options of {@linkcode LongHeads}. */
@@ -250,7 +251,7 @@ export class LongHeads implements Selector {
     const out: HeadSelection[] = [];
     for (let r = 0; r < rows; r++) {
       const chosen = this.#topChunks(st, ctx, r, rows, d, cand, take);
-      out.push(window(chosen, a, w, end, excludeSelf));
+      out.push(longHeadsWindow(chosen, a, w, end, excludeSelf));
     }
     return rows === 1 ? out[0]! : out;
   }
@@ -507,40 +508,4 @@ function softmaxRow(
   let z = 0;
   for (let j = 0; j < w; j++) z += p[j] = Math.exp(p[j]! - m);
   for (let j = 0; j < w; j++) p[j]! /= z;
-}
-
-/**
- * Chunks 0, chosen…, a−1, and a's tokens up to `end`, re-numbered from 0; the
- * query sits on its own key's slot, or just after the last key when its own
- * key is excluded.
- */
-function window(
-  chosen: Int32Array,
-  a: number,
-  w: number,
-  end: number,
-  excludeSelf: boolean,
-): HeadSelection {
-  const spans: number[] = [0, w];
-  for (const c of chosen) spans.push(c * w, (c + 1) * w);
-  if (a - 1 >= 1) spans.push((a - 1) * w, a * w);
-  if (end > a * w) spans.push(a * w, end);
-  const seen: number[] = [];
-  const merged: number[] = [];
-  let pos = 0;
-  for (let i = 0; i < spans.length; i += 2) {
-    const s = spans[i]!, e = spans[i + 1]!;
-    const m = merged.length;
-    if (m > 0 && merged[m - 1] === s) merged[m - 1] = e;
-    else {
-      merged.push(s, e);
-      seen.push(pos);
-    }
-    pos += e - s;
-  }
-  return {
-    spans: Int32Array.from(merged),
-    seenAt: Float64Array.from(seen),
-    queryAt: excludeSelf ? pos : pos - 1,
-  };
 }

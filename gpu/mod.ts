@@ -61,6 +61,7 @@ export * from "./sparse_attend.ts";
 export * from "./merge.ts";
 export * from "./score.ts";
 export * from "./topk.ts";
+export * from "./long_heads.ts";
 
 // Types of the pure-TS entries that the GPU signatures mention, so that this
 // entry's documentation is complete on its own.

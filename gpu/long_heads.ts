@@ -1,0 +1,560 @@
+// Copyright 2026 the longctx authors. MIT license.
+
+/**
+ * LongHeads decode on WebGPU: chunk scoring, top-(k − 3) chunk selection and
+ * the gathered attend with RoPE on read run on the GPU, composed from
+ * {@linkcode scoreKeysWebGpu}, {@linkcode topKWebGpu} and
+ * {@linkcode sparseAttendWebGpu}. Chunk summary keys are built by the CPU
+ * reference (`LongHeads` in `attention/long_heads.ts`) and uploaded with
+ * {@linkcode uploadLongHeadsSummaries} (whole table) or kept in a growing
+ * {@linkcode LongHeadsGpuSummaries} table (only new chunks uploaded).
+ *
+ * | piece | export |
+ * | --- | --- |
+ * | decode step | {@linkcode longHeadsDecodeWebGpu} |
+ * | summaries on the GPU | {@linkcode uploadLongHeadsSummaries}, {@linkcode LongHeadsGpuSummaries} |
+ *
+ * @module
+ */
+
+import type { AttendStats } from "../attention/sparse_attend.ts";
+import type { HeadSelection, Selection } from "../attention/selection.ts";
+import { longHeadsWindow } from "../attention/_long_heads_window.ts";
+import {
+  describeValue,
+  requireFinite,
+  requireNonNegativeInt,
+  requireOneOf,
+  requirePositiveInt,
+} from "../tensor/validate.ts";
+import { type GpuContext, STORAGE_USAGE } from "./device.ts";
+import type { GpuKvView } from "./kv_store.ts";
+import { scoreKeysWebGpu } from "./score.ts";
+import { type GpuRotary, sparseAttendWebGpu } from "./sparse_attend.ts";
+import {
+  createGpuTensor,
+  download,
+  type GpuAttentionState,
+  type GpuTensor,
+  releaseTensor,
+  upload,
+} from "./tensor.ts";
+import { topKWebGpu } from "./topk.ts";
+import { requireBindable, requireGpuThd, storageOf } from "./_kernel.ts";
+import { grid2d } from "./_wgsl/common.ts";
+import { GROUP_SUM_PARAMS, groupSumWgsl } from "./_wgsl/long_heads.ts";
+
+/** Threads per workgroup of the group-sum kernel. */
+const GROUP_SUM_WORKGROUP = 64;
+
+/**
+ * The LongHeads configuration the GPU path follows; a `LongHeads` instance
+ * (`attention/long_heads.ts`) satisfies it.
+ */
+export interface LongHeadsWebGpuConfig {
+  /** Chunk size `w` in tokens. */
+  readonly chunkSize: number;
+  /** Chunks per window `k = A / w` (at least 3). */
+  readonly chunks: number;
+  /** Dense at or below this cache length. */
+  readonly selectiveThreshold: number;
+  /** `"query-head"`: one window per query head; `"kv-head"`: one per KV head, scored with the summed group query. */
+  readonly gqa: "query-head" | "kv-head";
+}
+
+/** The source of summary keys {@linkcode uploadLongHeadsSummaries} reads: `LongHeads.summary`. */
+export interface LongHeadsSummarySource {
+  /** GQA variant (decides the rows per KV head). */
+  readonly gqa: "query-head" | "kv-head";
+  /** `[headDim]` summary key of one chunk for one query row, `undefined` if not built. */
+  summary(layer: number, kvHead: number, row: number, chunk: number): Float32Array | undefined;
+}
+
+/** Options of {@linkcode longHeadsDecodeWebGpu}. */
+export interface LongHeadsDecodeWebGpuOptions {
+  /** Original position of the decode query (an integer when `rope` is given). */
+  queryPosition: number;
+  /** RoPE applied on read (queries arrive raw); a `Rope` works. */
+  rope?: GpuRotary;
+  /** Multiplies q·k. @default {1 / Math.sqrt(headDim)} */
+  scale?: number;
+  /** Logit soft-cap. @default {undefined} (none) */
+  softCap?: number;
+  /** Accumulates what the attend read, as `sparseAttend` counts it. */
+  stats?: AttendStats;
+}
+
+/** Result of {@linkcode longHeadsDecodeWebGpu}: the attention state plus what was chosen. */
+export interface LongHeadsDecodeWebGpuResult extends GpuAttentionState {
+  /**
+   * Chosen chunks, `[rows, take]` row-major, ascending within a row; rows are
+   * query heads (`"query-head"`) or KV heads (`"kv-head"`). Empty when the
+   * step is dense or no candidate chunk exists.
+   */
+  readonly chosen: Int32Array;
+  /** Chunks chosen per row (`min(k − 3, a − 2)`, or 0 when dense). */
+  readonly take: number;
+  /** The selection the attend executed, one {@linkcode HeadSelection} per query head. */
+  readonly selection: Selection;
+}
+
+/**
+ * Packs the summary keys of chunks `0 … chunks − 1` from the CPU reference
+ * into one GPU tensor, the layout {@linkcode longHeadsDecodeWebGpu} reads:
+ * `[chunks, kvHeads · group, headDim]` (query head `h = kh · group + r` reads
+ * row `h`) in `"query-head"` mode, `[chunks, kvHeads, headDim]` in `"kv-head"` mode.
+ *
+ * | cost | |
+ * | --- | --- |
+ * | host | O(chunks · rows · headDim) copy |
+ * | transfer | one upload of that size |
+ *
+ * @param gpu The context.
+ * @param source The selector (`LongHeads`) that built the summaries.
+ * @param layer Layer index.
+ * @param kvHeads KV heads.
+ * @param group Query heads per KV head.
+ * @param chunks Complete chunks to pack (≥ 1).
+ * @param headDim Head dimension.
+ * @returns f32 GPU tensor of the summaries (pooled).
+ * @throws {RangeError} On non-integer sizes, or if a summary is not built yet.
+ * @throws {TypeError} If a summary has the wrong length.
+ *
+ * @example (`ts ignore`: needs a GPU)
+ * ```ts ignore
+ * import { requestGpu, uploadLongHeadsSummaries } from "@longctx/longctx/gpu";
+ * const gpu = await requestGpu();
+ * const keys = uploadLongHeadsSummaries(gpu, longHeads, 0, 2, 4, 30, 64); // [30, 8, 64]
+ * ```
+ */
+export function uploadLongHeadsSummaries(
+  gpu: GpuContext,
+  source: LongHeadsSummarySource,
+  layer: number,
+  kvHeads: number,
+  group: number,
+  chunks: number,
+  headDim: number,
+): GpuTensor<"f32"> {
+  const action = "upload LongHeads summaries";
+  for (
+    const [name, v] of [["layer", layer], ["kvHeads", kvHeads], ["group", group], [
+      "chunks",
+      chunks,
+    ], ["headDim", headDim]] as const
+  ) {
+    requireNonNegativeInt(action, name, v);
+  }
+  if (kvHeads === 0 || group === 0 || chunks === 0 || headDim === 0) {
+    throw new RangeError(
+      `Cannot ${action}: kvHeads, group, chunks and headDim must be positive, got ${
+        describeValue([kvHeads, group, chunks, headDim])
+      }`,
+    );
+  }
+  const perKv = source.gqa === "query-head" ? group : 1;
+  const data = packSummaries(action, source, layer, kvHeads, perKv, 0, chunks, headDim);
+  return upload(gpu, {
+    dtype: "f32",
+    shape: [chunks, kvHeads * perKv, headDim],
+    strides: [kvHeads * perKv * headDim, headDim, 1],
+    offset: 0,
+    data,
+  }) as GpuTensor<"f32">;
+}
+
+/** Summaries of chunks `from … to − 1`, `[to − from, kvHeads · perKv, d]` row-major. */
+function packSummaries(
+  action: string,
+  source: LongHeadsSummarySource,
+  layer: number,
+  kvHeads: number,
+  perKv: number,
+  from: number,
+  to: number,
+  d: number,
+): Float32Array {
+  const rows = kvHeads * perKv;
+  const out = new Float32Array((to - from) * rows * d);
+  for (let c = from; c < to; c++) {
+    for (let kh = 0; kh < kvHeads; kh++) {
+      for (let r = 0; r < perKv; r++) {
+        const s = source.summary(layer, kh, r, c);
+        if (s === undefined) {
+          throw new RangeError(
+            `Cannot ${action}: chunk ${c} of layer ${layer}, KV head ${kh}, row ${r} has no summary yet`,
+          );
+        }
+        if (s.length !== d) {
+          throw new TypeError(
+            `Cannot ${action}: summary length must be headDim (${d}), got ${s.length}`,
+          );
+        }
+        out.set(s, ((c - from) * rows + kh * perKv + r) * d);
+      }
+    }
+  }
+  return out;
+}
+
+/** Options of {@linkcode LongHeadsGpuSummaries}. */
+export interface LongHeadsGpuSummariesOptions {
+  /** KV heads. */
+  kvHeads: number;
+  /** Query heads per KV head. */
+  group: number;
+  /** Head dimension. */
+  headDim: number;
+  /** GQA variant of the selector (rows per KV head: `group` or 1). */
+  gqa: "query-head" | "kv-head";
+  /** Chunks the first buffer holds (it doubles as needed). @default {64} */
+  initialChunks?: number;
+}
+
+/**
+ * A growing GPU copy of one layer's LongHeads summary keys for a decode loop:
+ * {@linkcode LongHeadsGpuSummaries.sync} uploads only the chunks completed
+ * since the last call (one chunk per `w` decode steps), instead of the whole
+ * table every step. Layout as {@linkcode uploadLongHeadsSummaries}.
+ *
+ * | cost | |
+ * | --- | --- |
+ * | sync | O(new chunks · rows · headDim) upload; a doubling copies the table on the GPU |
+ * | memory | ≤ 2 × the table, f32 |
+ *
+ * @example (`ts ignore`: needs a GPU)
+ * ```ts ignore
+ * import { LongHeadsGpuSummaries, longHeadsDecodeWebGpu } from "@longctx/longctx/gpu";
+ * const table = new LongHeadsGpuSummaries(gpu, { kvHeads: 8, group: 4, headDim: 128, gqa: lh.gqa });
+ * // each decode step, after the CPU selector has seen the token:
+ * const summaries = table.sync(lh, layer, Math.floor(n / lh.chunkSize));
+ * const step = await longHeadsDecodeWebGpu(gpu, lh, q, store.view(layer), summaries, { queryPosition, rope });
+ * ```
+ */
+export class LongHeadsGpuSummaries {
+  /** Summary rows per chunk: `kvHeads · group` (`"query-head"`) or `kvHeads`. */
+  readonly rows: number;
+  /** Head dimension. */
+  readonly headDim: number;
+  /** KV heads. */
+  readonly kvHeads: number;
+  /** Rows per KV head. */
+  readonly perKv: number;
+  #gpu: GpuContext;
+  #buffer: GPUBuffer | undefined;
+  #capacity: number;
+  #count = 0;
+
+  /**
+   * Creates an empty table (no GPU memory until the first sync).
+   *
+   * @param gpu The context.
+   * @param options Sizes and GQA variant.
+   * @throws {RangeError} If a size is not a positive integer.
+   * @throws {TypeError} If `gqa` is unknown.
+   */
+  constructor(gpu: GpuContext, options: LongHeadsGpuSummariesOptions) {
+    const action = "create LongHeadsGpuSummaries";
+    this.kvHeads = requirePositiveInt(action, "kvHeads", options?.kvHeads);
+    const group = requirePositiveInt(action, "group", options.group);
+    this.headDim = requirePositiveInt(action, "headDim", options.headDim);
+    const gqa = requireOneOf(action, "gqa", options.gqa, ["query-head", "kv-head"]);
+    this.perKv = gqa === "query-head" ? group : 1;
+    this.rows = this.kvHeads * this.perKv;
+    this.#capacity = requirePositiveInt(action, "initialChunks", options.initialChunks ?? 64);
+    this.#gpu = gpu;
+  }
+
+  /** Chunks on the GPU. */
+  get chunks(): number {
+    return this.#count;
+  }
+
+  /**
+   * Uploads the summaries of chunks `this.chunks … chunks − 1` from the
+   * selector and returns the table `[chunks, rows, headDim]` (a view valid
+   * until the next `sync`, `reset` or `destroy`).
+   *
+   * @param source The selector (`LongHeads`).
+   * @param layer Layer index.
+   * @param chunks Complete chunks to hold (≥ 1; never fewer than already held).
+   * @returns f32 GPU tensor view of the table.
+   * @throws {RangeError} If `chunks` shrinks or is 0, or a summary is not built.
+   */
+  sync(source: LongHeadsSummarySource, layer: number, chunks: number): GpuTensor<"f32"> {
+    const action = "sync LongHeads summaries";
+    requirePositiveInt(action, "chunks", chunks);
+    requireNonNegativeInt(action, "layer", layer);
+    if (chunks < this.#count) {
+      throw new RangeError(
+        `Cannot ${action}: chunks must not shrink below the ${this.#count} held (call reset() for a new sequence), got ${chunks}`,
+      );
+    }
+    const gpu = this.#gpu;
+    gpu.checkAlive(action);
+    const rowBytes = this.rows * this.headDim * 4;
+    if (this.#buffer === undefined || chunks > this.#capacity) {
+      while (chunks > this.#capacity) this.#capacity *= 2;
+      const next = gpu.pool.acquire(
+        this.#capacity * rowBytes,
+        STORAGE_USAGE,
+        "longheads summaries",
+      );
+      const old = this.#buffer;
+      if (old !== undefined && this.#count > 0) {
+        gpu.submit("long-heads-summaries-grow", [{
+          kind: "copy",
+          src: old,
+          srcOffset: 0,
+          dst: next,
+          dstOffset: 0,
+          size: this.#count * rowBytes,
+        }], { release: [old] });
+      } else if (old !== undefined) gpu.pool.release(old);
+      this.#buffer = next;
+    }
+    if (chunks > this.#count) {
+      const data = packSummaries(
+        action,
+        source,
+        layer,
+        this.kvHeads,
+        this.perKv,
+        this.#count,
+        chunks,
+        this.headDim,
+      );
+      gpu.write(this.#buffer, this.#count * rowBytes, data);
+      this.#count = chunks;
+    }
+    return {
+      dtype: "f32",
+      shape: [chunks, this.rows, this.headDim],
+      strides: [this.rows * this.headDim, this.headDim, 1],
+      offset: 0,
+      buffer: this.#buffer,
+    };
+  }
+
+  /** Forgets the held chunks (a new sequence); keeps the buffer. */
+  reset(): void {
+    this.#count = 0;
+  }
+
+  /** Gives the buffer back to the pool. */
+  destroy(): void {
+    if (this.#buffer !== undefined) this.#gpu.pool.release(this.#buffer);
+    this.#buffer = undefined;
+    this.#count = 0;
+  }
+}
+
+/**
+ * One LongHeads decode step on the GPU, equal to the CPU pipeline's
+ * (`AttentionPipeline` with a `LongHeads` selector) for a single query token:
+ * for cache length `n` (the query's own key already appended) and the query's
+ * chunk `a = ⌊(n − 1) / w⌋`, a cache of at most `selectiveThreshold` tokens or
+ * one whose chunks all fit (`a + 1 ≤ k`) is read densely at original
+ * positions; otherwise candidates `1 … a − 2` are scored by `⟨q_raw, c⟩` on the
+ * GPU ({@linkcode scoreKeysWebGpu}), the top `k − 3` taken per row
+ * ({@linkcode topKWebGpu}, ties to the earlier chunk), and the window — chunk
+ * 0, the chosen chunks, chunk `a − 1` and chunk `a` up to the query —
+ * re-numbered contiguously from position 0 and attended with RoPE on read
+ * ({@linkcode sparseAttendWebGpu}).
+ *
+ * In `"kv-head"` mode the group's queries are summed on the GPU and one
+ * window serves the whole group. The chosen indices come back to the host
+ * (one small read-back) because the attend's work list is planned there.
+ *
+ * | cost per step | |
+ * | --- | --- |
+ * | scoring | O(heads · G · d) on the GPU, G = a − 2 candidates |
+ * | selection | one top-k workgroup per row, then a read-back of `rows · (k − 3)` ints |
+ * | attend | ≤ `k · w` keys per row group |
+ *
+ * @param gpu The context.
+ * @param config The LongHeads configuration (a `LongHeads` instance works).
+ * @param query Raw decode queries, contiguous `[1, heads, headDim]`, f32 or f16.
+ * @param kv The store layer's view holding the cache, the query's key last.
+ * @param summaries Chunk summary keys ({@linkcode uploadLongHeadsSummaries}):
+ *   `[G, heads, headDim]` (`"query-head"`) or `[G, kvHeads, headDim]` (`"kv-head"`), G ≥ a − 1.
+ * @param options Query position, RoPE, scale, soft-cap, stats.
+ * @returns `{ out: [1, heads, headDim], lse: [1, heads] }` on the GPU, plus the chosen chunks and the selection.
+ * @throws {TypeError} On shape mismatches or an unknown `gqa`.
+ * @throws {RangeError} On too few summaries, an empty cache or invalid sizes.
+ * @throws {GpuDeviceLostError} If the device is lost.
+ *
+ * @example (`ts ignore`: needs a GPU)
+ * ```ts ignore
+ * import { GpuKvStore, longHeadsDecodeWebGpu, requestGpu, upload, uploadLongHeadsSummaries } from "@longctx/longctx/gpu";
+ * const gpu = await requestGpu();
+ * const summaries = uploadLongHeadsSummaries(gpu, lh, 0, kvHeads, heads / kvHeads, chunksDone, headDim);
+ * const step = await longHeadsDecodeWebGpu(gpu, lh, upload(gpu, q), store.view(0), summaries, {
+ *   queryPosition: store.length(0) - 1,
+ *   rope,
+ * });
+ * ```
+ */
+export async function longHeadsDecodeWebGpu(
+  gpu: GpuContext,
+  config: LongHeadsWebGpuConfig,
+  query: GpuTensor,
+  kv: GpuKvView,
+  summaries: GpuTensor,
+  options: LongHeadsDecodeWebGpuOptions,
+): Promise<LongHeadsDecodeWebGpuResult> {
+  const action = "run LongHeads decode on GPU";
+  if (config === null || typeof config !== "object") {
+    throw new TypeError(`Cannot ${action}: config must be an object, got ${describeValue(config)}`);
+  }
+  const { chunkSize: w, chunks: k, selectiveThreshold, gqa } = config;
+  for (
+    const [name, v] of [["chunkSize", w], ["chunks", k], [
+      "selectiveThreshold",
+      selectiveThreshold,
+    ]] as const
+  ) {
+    if (!Number.isInteger(v) || v < 1) {
+      throw new RangeError(
+        `Cannot ${action}: config.${name} must be a positive integer, got ${describeValue(v)}`,
+      );
+    }
+  }
+  if (k < 3) {
+    throw new RangeError(`Cannot ${action}: config.chunks must be at least 3, got ${k}`);
+  }
+  if (gqa !== "query-head" && gqa !== "kv-head") {
+    throw new TypeError(
+      `Cannot ${action}: config.gqa must be "query-head" or "kv-head", got ${describeValue(gqa)}`,
+    );
+  }
+  requireGpuThd(action, "query", query);
+  const [tq, heads, d] = query.shape as [number, number, number];
+  if (tq !== 1) {
+    throw new TypeError(
+      `Cannot ${action}: query must hold one decode token, got shape ${describeValue(query.shape)}`,
+    );
+  }
+  if (kv === null || typeof kv !== "object" || !Array.isArray(kv.segments)) {
+    throw new TypeError(`Cannot ${action}: kv must be a GpuKvView, got ${describeValue(kv)}`);
+  }
+  const kvHeads = kv.kvHeads;
+  if (kv.headDim !== d || kvHeads === 0 || heads % kvHeads !== 0) {
+    throw new TypeError(
+      `Cannot ${action}: query [1, ${heads}, ${d}] does not fit the store (kvHeads ${kvHeads}, headDim ${kv.headDim})`,
+    );
+  }
+  const qpos = requireFinite(action, "queryPosition", options?.queryPosition);
+  const group = heads / kvHeads;
+  const n = kv.length;
+  if (n < 1) {
+    throw new RangeError(`Cannot ${action}: the cache must hold the query's key, got length ${n}`);
+  }
+  const q = n - 1;
+  const a = Math.floor(q / w);
+  const attendOptions = {
+    queryPositions: [qpos],
+    ...(options.rope !== undefined ? { rope: options.rope } : {}),
+    ...(options.scale !== undefined ? { scale: options.scale } : {}),
+    ...(options.softCap !== undefined ? { softCap: options.softCap } : {}),
+    ...(options.stats !== undefined ? { stats: options.stats } : {}),
+  };
+
+  const cand = a - 2;
+  const take = Math.min(k - 3, Math.max(cand, 0));
+  if (n <= selectiveThreshold || a + 1 <= k || take === 0) {
+    // Dense (below the threshold, or every chunk fits) at original positions; with k = 3 or no
+    // candidate the window is chunks 0, a − 1 and a, with nothing to score.
+    const all: HeadSelection = n <= selectiveThreshold || a + 1 <= k
+      ? { spans: Int32Array.of(0, n) }
+      : longHeadsWindow(new Int32Array(0), a, w, n, false);
+    const selection: Selection = new Array<HeadSelection>(heads).fill(all);
+    const state = sparseAttendWebGpu(gpu, query, kv, [selection], attendOptions);
+    return { ...state, chosen: new Int32Array(0), take: 0, selection };
+  }
+
+  const rows = gqa === "query-head" ? heads : kvHeads;
+  requireGpuThd(action, "summaries", summaries);
+  requireBindable(gpu, action, "summaries", summaries.buffer);
+  const [G, sr, sd] = summaries.shape as [number, number, number];
+  if (sr !== rows || sd !== d) {
+    throw new TypeError(
+      `Cannot ${action}: summaries must have shape [chunks, ${rows}, ${d}] in "${gqa}" mode, got ${
+        describeValue(summaries.shape)
+      }`,
+    );
+  }
+  if (G < a - 1) {
+    throw new RangeError(
+      `Cannot ${action}: summaries must cover chunks 0 … ${a - 2} (${a - 1} chunks), got ${G}`,
+    );
+  }
+  // Candidates 1 … a − 2: a view starting at chunk 1.
+  const candKeys: GpuTensor = {
+    dtype: summaries.dtype,
+    shape: [cand, rows, d],
+    strides: [rows * d, d, 1],
+    offset: summaries.offset + rows * d,
+    buffer: summaries.buffer,
+  };
+  let scoreQuery: GpuTensor = query;
+  let summed: GpuTensor<"f32"> | undefined;
+  if (gqa === "kv-head" && group > 1) {
+    summed = groupSum(gpu, query, kvHeads, group, d);
+    scoreQuery = summed;
+  }
+  const scores = scoreKeysWebGpu(gpu, { query: scoreQuery, keys: candKeys });
+  const top = topKWebGpu(gpu, scores, take, { order: "index" });
+  let chosen: Int32Array;
+  try {
+    chosen = (await download(gpu, top.indices)).data as Int32Array;
+  } finally {
+    releaseTensor(gpu, scores);
+    releaseTensor(gpu, top.indices);
+    releaseTensor(gpu, top.values);
+    if (summed !== undefined) releaseTensor(gpu, summed);
+  }
+  // Indices are relative to chunk 1.
+  for (let i = 0; i < chosen.length; i++) chosen[i]! += 1;
+  const selection: HeadSelection[] = new Array<HeadSelection>(heads);
+  for (let r = 0; r < rows; r++) {
+    const hs = longHeadsWindow(chosen.subarray(r * take, (r + 1) * take), a, w, n, false);
+    if (gqa === "query-head") selection[r] = hs;
+    else for (let g = 0; g < group; g++) selection[r * group + g] = hs;
+  }
+  const state = sparseAttendWebGpu(gpu, query, kv, [selection], attendOptions);
+  return { ...state, chosen, take, selection };
+}
+
+/** The summed group query `[1, kvHeads, d]` (f32) of the `"kv-head"` variant. */
+function groupSum(
+  gpu: GpuContext,
+  query: GpuTensor,
+  kvHeads: number,
+  group: number,
+  d: number,
+): GpuTensor<"f32"> {
+  requireBindable(gpu, "sum group queries on GPU", "query", query.buffer);
+  gpu.checkAlive("sum group queries on GPU");
+  const out = createGpuTensor(gpu, "f32", [1, kvHeads, d]);
+  const pipeline = gpu.pipeline("long-heads-group-sum", {
+    workgroupSize: GROUP_SUM_WORKGROUP,
+    query: storageOf(gpu, query.dtype),
+  }, groupSumWgsl);
+  const u = gpu.uniform(GROUP_SUM_PARAMS.pack({
+    kvHeads,
+    group,
+    headDim: d,
+    qBase: query.offset,
+  }));
+  gpu.submit("long-heads-group-sum", [{
+    kind: "dispatch",
+    pipeline,
+    bindings: [u, query.buffer, out.buffer],
+    workgroups: grid2d(
+      Math.ceil(kvHeads * d / GROUP_SUM_WORKGROUP),
+      gpu.limits.maxComputeWorkgroupsPerDimension,
+    ),
+  }], { release: [u] });
+  return out;
+}
