@@ -12,7 +12,11 @@
  * deno run -A model/cli.ts perplexity --text ../shared/data/tinystories/tinystories_validation_first1000.txt --context 1024 --pipeline ntk
  * deno run -A model/cli.ts capture --text FILE --out captures/ --tokens 512
  * deno run -A model/cli.ts sweep --contexts 512,1024,2048,4096 --out bench/results/model_context_extension
+ * deno run -A model/cli.ts passkey --lengths 1024,2048 --keys 2 --pipelines dense,yarn --json out.json --svg out
  * ```
+ *
+ * `passkey` defaults to the tinystories-1k model (trained on the task) and its
+ * held-out stories as filler (`--text`); see `model/passkey.ts`.
  *
  * Common options: `--model PATH` (default `../shared/models/stories260K/stories260K.bin`),
  * `--tokenizer PATH` (default `../shared/models/stories260K/tok512.bin`), both
@@ -37,6 +41,13 @@ import { perplexity, splitStories, tokenizeStories } from "./perplexity.ts";
 import { captureAttention } from "./capture.ts";
 import { calibrateDuoHeads, type DuoCalibration } from "./duo_calibration.ts";
 import { encodeNpy } from "./npy.ts";
+import {
+  evaluatePasskey,
+  type PasskeyCell,
+  passkeyFiller,
+  passkeyTable,
+  passkeyTrials,
+} from "./passkey.ts";
 import {
   describeNamedPipeline,
   DUO_SINKS,
@@ -69,6 +80,9 @@ commands:
   perplexity --text FILE [--tokens N|all] [--nll-out FILE.json]
   capture    --text FILE --out DIR [--tokens N] [--no-stats]
   sweep      [--text FILE] [--contexts 512,1024,...] [--pipelines a,b,...] [--tokens N] [--out PREFIX]
+  passkey    [--lengths 1024,2048,4096] [--depths 0.05,0.25,0.5,0.75,0.95] [--keys N] [--seed S]
+             [--pipelines a,b,...] [--text FILLER] [--json PATH] [--svg PREFIX]
+             (defaults: the tinystories-1k model, its held-out stories as filler, 4 keys, seed 0, dense)
 
 common options:
   --model PATH --tokenizer PATH --pipeline NAME --context N --chunk N --quiet
@@ -108,6 +122,11 @@ export async function main(args: string[], io: CliIo = STDIO): Promise<number> {
         "no-stats": { type: "boolean" },
         contexts: { type: "string" },
         pipelines: { type: "string" },
+        lengths: { type: "string" },
+        depths: { type: "string" },
+        keys: { type: "string" },
+        json: { type: "string" },
+        svg: { type: "string" },
         quiet: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -134,6 +153,8 @@ export async function main(args: string[], io: CliIo = STDIO): Promise<number> {
         return await runCapture(v, io);
       case "sweep":
         return await runSweep(v, io);
+      case "passkey":
+        return await runPasskeyGrid(v, io);
       default:
         io.err(`error: unknown command ${JSON.stringify(command)}\n${USAGE}`);
         return 2;
@@ -504,6 +525,143 @@ function sweepTable(cells: SweepCell[], names: PipelineName[], contexts: number[
     contexts.map((c) => String(cells.find((x) => x.context === c)!.tokens)).join(" | ")
   } |`;
   return head + rows.join("\n") + "\n" + scored + "\n";
+}
+
+const PASSKEY_MODEL = sharedPath("models/tinystories-1k/tinystories1k.bin");
+const PASSKEY_FILLER = sharedPath("models/tinystories-1k/heldout_stories.txt");
+
+function listOption(v: Values, name: string, fallback: string, integer: boolean): number[] {
+  const s = (v[name] as string | undefined) ?? fallback;
+  const xs = s.split(",").map((x) => Number(x.trim()));
+  if (
+    xs.length === 0 ||
+    xs.some((x, i) =>
+      s.split(",")[i]!.trim() === "" || !(integer ? Number.isSafeInteger(x) : Number.isFinite(x))
+    )
+  ) {
+    throw new RangeError(
+      `--${name} must be a comma-separated list of ${integer ? "integers" : "numbers"}, got ${
+        JSON.stringify(s)
+      }`,
+    );
+  }
+  return xs;
+}
+
+/** The plotting module, loaded only for `--svg` (its npm packages are not library dependencies). */
+interface PlotModule {
+  passkeyHeatmapSvg(cells: readonly PasskeyCell[], title: string): string;
+  passkeySummarySvg(cells: readonly PasskeyCell[], title: string): string;
+}
+
+async function runPasskeyGrid(v: Values, io: CliIo): Promise<number> {
+  const l = await load({ ...v, model: (v.model as string | undefined) ?? PASSKEY_MODEL }, io);
+  const lengths = listOption(v, "lengths", "1024,2048,4096", true);
+  const depths = listOption(v, "depths", "0.05,0.25,0.5,0.75,0.95", false);
+  if (depths.some((d) => d < 0 || d > 1)) {
+    throw new RangeError(`--depths must be in [0, 1], got ${JSON.stringify(v.depths)}`);
+  }
+  const keys = intOption(v, "keys", 4);
+  const seed = intOption(v, "seed", 0);
+  const names = ((v.pipelines as string | undefined) ?? (v.pipeline as string | undefined) ??
+    "dense").split(",").map((s) => pipelineName(s.trim()));
+  const fillerPath = (v.text as string | undefined) ?? PASSKEY_FILLER;
+  const stories = splitStories(new TextDecoder().decode((await readChecked(fillerPath)).bytes));
+  const filler = passkeyFiller(l.tokenizer, stories);
+  const trials = passkeyTrials(keys, seed, filler.length);
+  const cells: PasskeyCell[] = [];
+  const t0 = performance.now();
+  for (const name of names) {
+    const models = new Map<number, Llama>();
+    for (const length of lengths) models.set(length, await makeModel(v, io, l, length, name));
+    const got = evaluatePasskey({
+      pipeline: name,
+      model: (length) => models.get(length)!,
+      tokenizer: l.tokenizer,
+      filler,
+      lengths,
+      depths,
+      trials,
+      now: () => performance.now(),
+      onTrial: (c, t) => {
+        if (!v.quiet) {
+          io.err(
+            `${name} @ ${c.length} depth ${c.depth} key ${t.key}: ${JSON.stringify(t.text)} ${
+              t.correct ? "ok" : "miss"
+            } (${t.seconds.toFixed(1)} s)\n`,
+          );
+        }
+      },
+    });
+    cells.push(...got);
+    io.out(
+      `\n${name}: ${
+        describeNamedPipeline(name, l.ckpt.config, {
+          targetContext: Math.max(...lengths),
+          ...(l.duo ? { duoRetrieval: l.duo.retrieval } : {}),
+        })
+      } (at the largest length)\n\n${passkeyTable(got)}`,
+    );
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  if (!v.quiet) io.err(`${cells.length} cells, ${keys} keys each, ${seconds.toFixed(0)} s\n`);
+  const meta = {
+    task: "pass-key retrieval (exact match, greedy decoding)",
+    model: l.modelPath,
+    modelSha256: l.modelSha256,
+    config: l.ckpt.config,
+    filler: fillerPath,
+    lengths,
+    depths,
+    keys,
+    seed,
+    trials,
+    prefillChunk: intOption(v, "chunk", 256),
+    pipelines: names.map((n) => ({
+      name: n,
+      byLength: lengths.map((length) => ({
+        length,
+        description: describeNamedPipeline(n, l.ckpt.config, {
+          targetContext: length,
+          ...(l.duo ? { duoRetrieval: l.duo.retrieval } : {}),
+        }),
+      })),
+    })),
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+    seconds,
+    cells,
+  };
+  const json = v.json as string | undefined;
+  if (json !== undefined) {
+    await Deno.writeTextFile(json, JSON.stringify(meta, null, 1) + "\n");
+    if (!v.quiet) io.err(`wrote ${json}\n`);
+  }
+  const svg = v.svg as string | undefined;
+  if (svg !== undefined) {
+    // A computed specifier keeps the npm packages out of the module graph of the library.
+    const spec = new URL(["_plot", "ts"].join("."), import.meta.url).href;
+    const plot = (await import(spec)) as PlotModule;
+    const model = l.modelPath.split("/").pop();
+    for (const name of names) {
+      const path = `${svg}_${name}.svg`;
+      await Deno.writeTextFile(
+        path,
+        plot.passkeyHeatmapSvg(
+          cells.filter((c) => c.pipeline === name),
+          `pass-key accuracy: ${name} (${model}, ${keys} keys per cell)`,
+        ),
+      );
+      if (!v.quiet) io.err(`wrote ${path}\n`);
+    }
+    const path = `${svg}_summary.svg`;
+    await Deno.writeTextFile(
+      path,
+      plot.passkeySummarySvg(cells, `pass-key accuracy (mean over depths) by length, ${model}`),
+    );
+    if (!v.quiet) io.err(`wrote ${path}\n`);
+  }
+  return 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -48,4 +48,5 @@ export * from "./generate.ts";
 export * from "./perplexity.ts";
 export * from "./capture.ts";
 export * from "./duo_calibration.ts";
+export * from "./passkey.ts";
 export * from "./npy.ts";
