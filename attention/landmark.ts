@@ -98,6 +98,7 @@ import {
 } from "./sparse_attend.ts";
 import type { SelectContext, Selector } from "./stages.ts";
 import { checkState } from "./dense.ts";
+import { checkSparseCall, MAX_GROUP } from "./_sparse_call.ts";
 import { checkQkv, requireThd, resolveScale } from "./_validate.ts";
 import {
   finishRows,
@@ -591,7 +592,6 @@ export function landmarkFusedAttentionInto(
 // Grouped attend over the KV store.
 
 /** Rows of one group: at most this many query heads share a KV head. */
-const MAX_GROUP = 256;
 const rowOut = new Int32Array(MAX_GROUP);
 const rowLse = new Int32Array(MAX_GROUP);
 let keyScratch = new Float32Array(KEY_BLOCK * 128);
@@ -694,49 +694,17 @@ export function landmarkAttendInto(
   options: SparseAttendOptions,
 ): void {
   const action = "attend landmark blocks";
-  requireThd(action, "query", query);
-  const [tq, heads, d] = query.shape as [number, number, number];
-  if (source.headDim !== d) {
-    throw new TypeError(
-      `Cannot ${action}: query headDim (${d}) does not match store headDim (${source.headDim})`,
-    );
-  }
-  const kvHeads = source.kvHeads;
-  if (heads % kvHeads !== 0) {
-    throw new RangeError(
-      `Cannot ${action}: query heads (${heads}) must be a multiple of kvHeads, got kvHeads ${kvHeads}`,
-    );
-  }
-  const group = heads / kvHeads;
-  if (group > MAX_GROUP) {
-    throw new RangeError(
-      `Cannot ${action}: at most ${MAX_GROUP} query heads per KV head, got ${group}`,
-    );
-  }
-  checkState(action, state, tq, heads, d);
-  if (!Array.isArray(selections) || selections.length !== tq) {
-    throw new TypeError(
-      `Cannot ${action}: selections must have one entry per query token (${tq}), got ${
-        describeValue((selections as unknown[])?.length)
-      }`,
-    );
-  }
-  const qpos = options.queryPositions;
-  if (qpos === undefined || qpos.length !== tq) {
-    throw new TypeError(
-      `Cannot ${action}: queryPositions must have one entry per query token (${tq}), got ${
-        describeValue(qpos?.length)
-      }`,
-    );
-  }
+  const { tq, heads, d, group, scale, softCap } = checkSparseCall(
+    action,
+    state,
+    query,
+    source,
+    selections,
+    options,
+  );
   const rope = options.rope;
-  if (rope !== undefined && rope.headDim !== d) {
-    throw new TypeError(
-      `Cannot ${action}: rope headDim (${rope.headDim}) does not match query headDim (${d})`,
-    );
-  }
-  const base = resolveScale(action, d, options.scale, options.softCap);
-  const factor = rope?.attentionFactor ?? 1;
+  const qpos = options.queryPositions;
+  const kvHeads = source.kvHeads;
   const elem = source.dtype === "f16" ? 2 : 4;
   if (keyScratch.length < KEY_BLOCK * d) keyScratch = new Float32Array(KEY_BLOCK * d);
   ensurePair(group, d);
@@ -746,8 +714,8 @@ export function landmarkAttendInto(
     d,
     rope,
     source.keyForm === "pre-rope",
-    base.scale * factor * factor,
-    base.softCap,
+    scale,
+    softCap,
   );
   const [qs0, qs1] = query.strides as [number, number, number];
   const stats = options.stats;

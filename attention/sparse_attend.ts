@@ -32,8 +32,7 @@ import { zeros } from "../tensor/tensor.ts";
 import { describeValue, requireFinite } from "../tensor/validate.ts";
 import type { AttentionState } from "./types.ts";
 import type { HeadSelection, Selection } from "./selection.ts";
-import { requireThd, resolveScale } from "./_validate.ts";
-import { checkState } from "./dense.ts";
+import { checkSparseCall, MAX_GROUP } from "./_sparse_call.ts";
 import {
   ensureGroupWorkspace,
   finishRows,
@@ -174,7 +173,6 @@ export function sparseAttend(
 }
 
 /** Rows of one group: at most this many query heads share a KV head. */
-const MAX_GROUP = 256;
 const rowOut = new Int32Array(MAX_GROUP);
 const rowLse = new Int32Array(MAX_GROUP);
 let keyScratch = new Float32Array(KEY_BLOCK * 128);
@@ -213,51 +211,17 @@ export function sparseAttendInto(
   options: SparseAttendOptions,
 ): void {
   const action = "attend sparsely";
-  requireThd(action, "query", query);
-  const [tq, heads, d] = query.shape as [number, number, number];
-  if (source.headDim !== d) {
-    throw new TypeError(
-      `Cannot ${action}: query headDim (${d}) does not match store headDim (${source.headDim})`,
-    );
-  }
-  const kvHeads = source.kvHeads;
-  if (heads % kvHeads !== 0) {
-    throw new RangeError(
-      `Cannot ${action}: query heads (${heads}) must be a multiple of kvHeads, got kvHeads ${kvHeads}`,
-    );
-  }
-  const group = heads / kvHeads;
-  if (group > MAX_GROUP) {
-    throw new RangeError(
-      `Cannot ${action}: at most ${MAX_GROUP} query heads per KV head, got ${group}`,
-    );
-  }
-  checkState(action, state, tq, heads, d);
-  if (!Array.isArray(selections) || selections.length !== tq) {
-    throw new TypeError(
-      `Cannot ${action}: selections must have one entry per query token (${tq}), got ${
-        describeValue((selections as unknown[])?.length)
-      }`,
-    );
-  }
-  const qpos = options.queryPositions;
-  if (qpos === undefined || qpos.length !== tq) {
-    throw new TypeError(
-      `Cannot ${action}: queryPositions must have one entry per query token (${tq}), got ${
-        describeValue(qpos?.length)
-      }`,
-    );
-  }
+  const { tq, heads, d, group, scale, softCap } = checkSparseCall(
+    action,
+    state,
+    query,
+    source,
+    selections,
+    options,
+  );
   const rope = options.rope;
-  if (rope !== undefined && rope.headDim !== d) {
-    throw new TypeError(
-      `Cannot ${action}: rope headDim (${rope.headDim}) does not match query headDim (${d})`,
-    );
-  }
-  const base = resolveScale(action, d, options.scale, options.softCap);
-  const factor = rope?.attentionFactor ?? 1;
-  const scale = base.scale * factor * factor;
-  const softCap = base.softCap;
+  const qpos = options.queryPositions;
+  const kvHeads = source.kvHeads;
   const layer = options.layer;
   const stats = options.stats;
   const preRope = source.keyForm === "pre-rope";
