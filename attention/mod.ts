@@ -42,3 +42,5 @@ export * from "./landmark.ts";
 export * from "./landmark_tokens.ts";
 export * from "./kmeans.ts";
 export * from "./squeezed.ts";
+export * from "./wasm_heap.ts";
+export * from "./dense_wasm.ts";
