@@ -40,6 +40,19 @@ export interface LongHeadsOptions {
    * @default {false}
    */
   excludeSelfInPrefill?: boolean;
+  /**
+   * How chunks are ranked. `"summary"` (default, the paper): `⟨q_raw, c⟩`
+   * with the two-stage representative key `c`. `"key-bound"` (a deviation,
+   * Quest's page criterion applied to LongHeads chunks): per chunk the
+   * element-wise minimum and maximum of its un-rotated keys, and the score
+   * `Σ_x max(q_x · min_x, q_x · max_x)`, an upper bound on the chunk's largest
+   * distance-0 logit `q_raw · k_raw`. It needs no queries and finds a chunk
+   * by its single best-matching token, where the summary averages a chunk's
+   * 64–256 tokens into one key (see the pass-key trace in `bench/results/`).
+   * The window, positions and attend are the same in both modes.
+   * @default {"summary"}
+   */
+  chunkScore?: "summary" | "key-bound";
 }
 
 interface Scratch {
@@ -58,8 +71,10 @@ interface Scratch {
 }
 
 interface HeadState {
-  /** Chunk summary keys c, [chunks, d] per query row (kv-head mode: one row). */
+  /** Chunk summary keys c, [chunks, d] per query row (kv-head mode: one row); key-bound mode: empty. */
   summaries: Float32Array[];
+  /** Key-bound mode: per chunk the element-wise min then max of its raw keys, [chunks, 2d]. */
+  bounds: Float32Array;
   /** Complete chunks summarised. */
   built: number;
   /** Raw queries of the current chunk, [w, rows, d], and which rows were observed. */
@@ -139,6 +154,8 @@ export class LongHeads implements Selector {
   readonly gqa: "query-head" | "kv-head";
   /** Whether multi-token calls exclude the query's own key (official prefill). */
   readonly excludeSelfInPrefill: boolean;
+  /** How chunks are ranked (see {@linkcode LongHeadsOptions.chunkScore}). */
+  readonly chunkScore: "summary" | "key-bound";
 
   #state = new Map<number, HeadState>();
   #scores = new Float64Array(0);
@@ -185,6 +202,15 @@ export class LongHeads implements Selector {
     }
     this.gqa = gqa;
     this.excludeSelfInPrefill = options.excludeSelfInPrefill ?? false;
+    const chunkScore = options.chunkScore ?? "summary";
+    if (chunkScore !== "summary" && chunkScore !== "key-bound") {
+      throw new TypeError(
+        `Cannot ${action}: chunkScore must be "summary" or "key-bound", got ${
+          describeValue(chunkScore)
+        }`,
+      );
+    }
+    this.chunkScore = chunkScore;
   }
 
   /** Chunk summaries built with keys standing in for unobserved queries, over all heads. */
@@ -211,9 +237,42 @@ export class LongHeads implements Selector {
    */
   summary(layer: number, kvHead: number, row: number, chunk: number): Float32Array | undefined {
     const s = this.#state.get(layer * 65536 + kvHead);
-    if (s === undefined || chunk >= s.built || s.summaries[row] === undefined) return undefined;
+    if (
+      this.chunkScore !== "summary" || s === undefined || chunk >= s.built ||
+      s.summaries[row] === undefined
+    ) return undefined;
     const d = s.d;
     return s.summaries[row]!.slice(chunk * d, (chunk + 1) * d);
+  }
+
+  /**
+   * The score one query row gives one complete chunk, as the selector ranks
+   * chunks (either {@linkcode LongHeadsOptions.chunkScore} mode), for
+   * inspection and diagnostics.
+   *
+   * @param layer Layer index.
+   * @param kvHead KV head index.
+   * @param row Query head within the group (0 in kv-head mode).
+   * @param chunk Complete chunk index.
+   * @param query `[headDim]` raw (pre-RoPE) query; in kv-head mode the group's summed query.
+   * @returns The score, or `undefined` if the chunk is not summarised yet.
+   */
+  scoreChunk(
+    layer: number,
+    kvHead: number,
+    row: number,
+    chunk: number,
+    query: ArrayLike<number>,
+  ): number | undefined {
+    const s = this.#state.get(layer * 65536 + kvHead);
+    if (s === undefined || chunk >= s.built) return undefined;
+    const d = s.d;
+    if (this.chunkScore === "key-bound") return boundScore(query, 0, s.bounds, chunk * 2 * d, d);
+    const sum = s.summaries[row];
+    if (sum === undefined) return undefined;
+    let x = 0;
+    for (let i = 0; i < d; i++) x += query[i]! * sum[chunk * d + i]!;
+    return x;
   }
 
   /**
@@ -260,8 +319,10 @@ export class LongHeads implements Selector {
     const key = ctx.layer * 65536 + ctx.kvHead;
     let st = this.#state.get(key);
     if (st === undefined) {
+      const bound = this.chunkScore === "key-bound";
       st = {
-        summaries: Array.from({ length: rows }, () => new Float32Array(16 * d)),
+        summaries: bound ? [] : Array.from({ length: rows }, () => new Float32Array(16 * d)),
+        bounds: new Float32Array(bound ? 32 * d : 0),
         built: 0,
         queries: new Float32Array(this.chunkSize * rows * d),
         observed: new Uint8Array(this.chunkSize),
@@ -276,6 +337,7 @@ export class LongHeads implements Selector {
 
   /** Records the raw query rows of cache index q into the current chunk's buffer. */
   #observe(st: HeadState, ctx: SelectContext, q: number, rows: number, d: number): void {
+    if (this.chunkScore === "key-bound") return; // bounds need keys only
     const i = q % this.chunkSize;
     const chunk = Math.floor(q / this.chunkSize);
     if (chunk !== st.bufferChunk) {
@@ -300,6 +362,10 @@ export class LongHeads implements Selector {
   /** Builds chunk `c`'s summary key for every row (spec §1.5). */
   #build(st: HeadState, ctx: SelectContext, c: number, rows: number, d: number): void {
     const w = this.chunkSize;
+    if (this.chunkScore === "key-bound") {
+      this.#buildBound(st, ctx, c, d);
+      return;
+    }
     const rope = ctx.rope;
     const scale = 1 / Math.sqrt(d);
     const preRope = ctx.store.keyForm === "pre-rope";
@@ -354,6 +420,35 @@ export class LongHeads implements Selector {
     st.built = c + 1;
   }
 
+  /** Key-bound mode: element-wise min and max of chunk `c`'s un-rotated keys. */
+  #buildBound(st: HeadState, ctx: SelectContext, c: number, d: number): void {
+    const w = this.chunkSize;
+    if (st.bounds.length < (c + 1) * 2 * d) {
+      const nb = new Float32Array(Math.max(c + 1, st.bounds.length / d) * 2 * d);
+      nb.set(st.bounds);
+      st.bounds = nb;
+    }
+    const sc = this.#scratch(w, d);
+    const raw = sc.qc; // [d] scratch
+    const lo = c * 2 * d, hi = lo + d;
+    st.bounds.fill(Infinity, lo, hi);
+    st.bounds.fill(-Infinity, hi, hi + d);
+    const preRope = ctx.store.keyForm === "pre-rope" || ctx.rope === undefined;
+    for (let i = 0; i < w; i++) {
+      const idx = c * w + i;
+      const pg = ctx.store.page(ctx.layer, ctx.kvHead, Math.floor(idx / ctx.store.pageSize));
+      const row = idx % ctx.store.pageSize;
+      if (preRope) raw.set(pg.keys.subarray(row * d, (row + 1) * d));
+      else ctx.rope!.rotateRow(pg.keys, row * d, raw, 0, -pg.positions[row]!);
+      for (let x = 0; x < d; x++) {
+        const v = raw[x]!;
+        if (v < st.bounds[lo + x]!) st.bounds[lo + x] = v;
+        if (v > st.bounds[hi + x]!) st.bounds[hi + x] = v;
+      }
+    }
+    st.built = c + 1;
+  }
+
   /** Scratch buffers of the summary build, reused across chunks. */
   #scratch(w: number, d: number): Scratch {
     let sc = this.#buildScratch;
@@ -386,7 +481,7 @@ export class LongHeads implements Selector {
       this.#scores = new Float64Array(2 * (cand + 1));
       this.#order = new Int32Array(2 * (cand + 1));
     }
-    const sum = st.summaries[r]!;
+    const sum = st.summaries[r];
     const g = ctx.group;
     let q: Float32Array, qo = 0;
     if (rows === g) {
@@ -402,10 +497,14 @@ export class LongHeads implements Selector {
         q[x] = qx;
       }
     }
-    for (let c = 1; c <= cand; c++) {
-      let s = 0;
-      for (let x = 0; x < d; x++) s += q[qo + x]! * sum[c * d + x]!;
-      this.#scores[c] = s;
+    if (sum === undefined) {
+      for (let c = 1; c <= cand; c++) this.#scores[c] = boundScore(q, qo, st.bounds, c * 2 * d, d);
+    } else {
+      for (let c = 1; c <= cand; c++) {
+        let s = 0;
+        for (let x = 0; x < d; x++) s += q[qo + x]! * sum[c * d + x]!;
+        this.#scores[c] = s;
+      }
     }
     // Partial selection: keep the best `take` in a small sorted buffer (ties: earlier chunk).
     const best = this.#order;
@@ -422,6 +521,22 @@ export class LongHeads implements Selector {
     }
     return best.slice(0, m).sort();
   }
+}
+
+/** `Σ_x max(q_x · min_x, q_x · max_x)` with min at `bounds[off…]`, max at `bounds[off + d…]`. */
+function boundScore(
+  q: ArrayLike<number>,
+  qo: number,
+  bounds: Float32Array,
+  off: number,
+  d: number,
+): number {
+  let s = 0;
+  for (let x = 0; x < d; x++) {
+    const qx = q[qo + x]!;
+    s += qx >= 0 ? qx * bounds[off + d + x]! : qx * bounds[off + x]!;
+  }
+  return s;
 }
 
 /** Summary buffer of row r grown to hold `chunks` chunks. */

@@ -51,14 +51,21 @@ Deno.test("LongHeads with attentionLength >= context equals dense (uniform posit
     const dense = run(new AttentionPipeline(base), x, chunk);
     const A = Math.ceil((T + 1) / w) * w;
     for (const gqa of ["query-head", "kv-head"] as const) {
-      const lh = new LongHeads({
-        chunkSize: w,
-        attentionLength: A,
-        selectiveThreshold: 3 * w,
-        gqa,
-      });
-      const got = run(new AttentionPipeline({ ...base, selector: lh }), x, chunk);
-      assertClose(got.data, dense.data, { atol: 2e-5, rtol: 1e-4, label: `T=${T} w=${w} ${gqa}` });
+      for (const chunkScore of ["summary", "key-bound"] as const) {
+        const lh = new LongHeads({
+          chunkSize: w,
+          attentionLength: A,
+          selectiveThreshold: 3 * w,
+          gqa,
+          chunkScore,
+        });
+        const got = run(new AttentionPipeline({ ...base, selector: lh }), x, chunk);
+        assertClose(got.data, dense.data, {
+          atol: 2e-5,
+          rtol: 1e-4,
+          label: `T=${T} w=${w} ${gqa} ${chunkScore}`,
+        });
+      }
     }
   }
 });
@@ -191,6 +198,77 @@ Deno.test("LongHeads offers the authors' prefill that excludes the query's own k
   assert.equal(last.queryAt, n, "query sits just after the last key");
 });
 
+Deno.test("LongHeads key-bound scores bound every token's distance-0 logit, for either key form", () => {
+  const T = 300, H = 4, KV = 2, D = 8, w = 16, A = 64;
+  const x = stream(T, H, KV, D, 31);
+  const rope = new Rope({ headDim: D });
+  for (const keyForm of ["post-rope", "pre-rope"] as const) {
+    const lh = new LongHeads({ chunkSize: w, attentionLength: A, chunkScore: "key-bound" });
+    const pipe = new AttentionPipeline({
+      layers: 1,
+      heads: H,
+      kvHeads: KV,
+      headDim: D,
+      rope,
+      keyForm,
+      selector: lh,
+    });
+    run(pipe, x, 64);
+    assert.equal(lh.summary(0, 0, 0, 0), undefined, "no summaries in key-bound mode");
+    const q = x.q.data.subarray((T - 1) * H * D, (T - 1) * H * D + D); // head 0 → KV head 0
+    for (let c = 0; c < Math.floor(T / w); c++) {
+      const bound = lh.scoreChunk(0, 0, 0, c, q)!;
+      let best = -Infinity;
+      for (let j = c * w; j < (c + 1) * w; j++) {
+        let dot = 0;
+        for (let i = 0; i < D; i++) dot += q[i]! * x.k.data[(j * KV) * D + i]!;
+        best = Math.max(best, dot);
+      }
+      assert.ok(bound >= best - 1e-4, `${keyForm} chunk ${c}: bound ${bound} < max logit ${best}`);
+    }
+    assert.equal(lh.scoreChunk(0, 0, 0, 1000, q), undefined);
+  }
+});
+
+Deno.test("LongHeads key-bound finds a single needle token that the chunk summary averages away", () => {
+  // 8k tokens, attention length 512 (16×), chunks of 64, RoPE on: one key (not a chunk) matches
+  // the final query's direction. Key-bound ranking must read it for every head.
+  const T = 8192, H = 2, KV = 1, D = 16, w = 64, A = 512;
+  const rng = new Rng(4);
+  const x = stream(T, H, KV, D, 41);
+  const qFinal = new Float32Array(H * D);
+  rng.fillNormal(qFinal);
+  const dir = new Float32Array(D);
+  for (let i = 0; i < D; i++) dir[i] = qFinal[i]! + qFinal[D + i]!;
+  const nrm = Math.hypot(...dir);
+  const needle = 2400;
+  for (let i = 0; i < D; i++) x.k.data[needle * D + i] = (12 * dir[i]!) / nrm;
+  x.q.data.set(qFinal, (T - 1) * H * D);
+  const base = {
+    layers: 1,
+    heads: H,
+    kvHeads: KV,
+    headDim: D,
+    rope: new Rope({ headDim: D }),
+    record: true,
+  };
+  const reads = (chunkScore: "summary" | "key-bound"): boolean[] => {
+    const pipe = new AttentionPipeline({
+      ...base,
+      selector: new LongHeads({ chunkSize: w, attentionLength: A, chunkScore }),
+    });
+    run(pipe, x, 1024);
+    return pipe.lastRead!.map((r) => {
+      assert.ok(r.length <= A);
+      return r.includes(needle);
+    });
+  };
+  assert.deepEqual(reads("key-bound"), [true, true], "key-bound: every head reads the needle");
+  // The paper's summary averages the needle with its chunk's 63 random keys: no head finds it
+  // here (this seed), the failure the pass-key trace in bench/results/ shows on a real model.
+  assert.deepEqual(reads("summary"), [false, false]);
+});
+
 Deno.test("LongHeads rejects bad options", () => {
   assert.throws(() => new LongHeads({ chunkSize: 0 }), {
     name: "RangeError",
@@ -207,6 +285,10 @@ Deno.test("LongHeads rejects bad options", () => {
   assert.throws(() => new LongHeads({ gqa: "both" as never }), {
     name: "TypeError",
     message: /gqa must be/,
+  });
+  assert.throws(() => new LongHeads({ chunkScore: "max" as never }), {
+    name: "TypeError",
+    message: /chunkScore must be "summary" or "key-bound", got "max"/,
   });
   void tensor;
 });

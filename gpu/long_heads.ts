@@ -60,6 +60,8 @@ export interface LongHeadsWebGpuConfig {
   readonly selectiveThreshold: number;
   /** `"query-head"`: one window per query head; `"kv-head"`: one per KV head, scored with the summed group query. */
   readonly gqa: "query-head" | "kv-head";
+  /** Chunk ranking; the GPU path implements `"summary"` (the paper's) only. @default {"summary"} */
+  readonly chunkScore?: "summary" | "key-bound";
 }
 
 /** The source of summary keys {@linkcode uploadLongHeadsSummaries} reads: `LongHeads.summary`. */
@@ -422,6 +424,13 @@ export async function longHeadsDecodeWebGpu(
   }
   if (k < 3) {
     throw new RangeError(`Cannot ${action}: config.chunks must be at least 3, got ${k}`);
+  }
+  if ((config.chunkScore ?? "summary") !== "summary") {
+    throw new TypeError(
+      `Cannot ${action}: config.chunkScore must be "summary" (the GPU path ranks by summary keys), got ${
+        describeValue(config.chunkScore)
+      }`,
+    );
   }
   if (gqa !== "query-head" && gqa !== "kv-head") {
     throw new TypeError(

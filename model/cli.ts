@@ -39,9 +39,10 @@ import { Sampler } from "./sampler.ts";
 import { generate } from "./generate.ts";
 import { perplexity, splitStories, tokenizeStories } from "./perplexity.ts";
 import { captureAttention } from "./capture.ts";
-import { calibrateDuoHeads, type DuoCalibration } from "./duo_calibration.ts";
+import { calibrateDuoHeads, passkeyHeadProfile, topRetrievalHeads } from "./duo_calibration.ts";
 import { encodeNpy } from "./npy.ts";
 import {
+  buildPasskeyPrompt,
   evaluatePasskey,
   type PasskeyCell,
   passkeyFiller,
@@ -78,6 +79,7 @@ commands:
   info                               model and tokenizer summary
   generate   [--prompt T] [--steps N] [--temperature T] [--topp P] [--seed S]
   perplexity --text FILE [--tokens N|all] [--nll-out FILE.json]
+             [--pipelines a,b,... [--contexts L0,2L0,4L0,8L0] [--out PREFIX]]  (one table, as sweep)
   capture    --text FILE --out DIR [--tokens N] [--no-stats]
   sweep      [--text FILE] [--contexts 512,1024,...] [--pipelines a,b,...] [--tokens N] [--out PREFIX]
   passkey    [--lengths 1024,2048,4096] [--depths 0.05,0.25,0.5,0.75,0.95] [--keys N] [--seed S]
@@ -86,6 +88,7 @@ commands:
 
 common options:
   --model PATH --tokenizer PATH --pipeline NAME --context N --chunk N --quiet
+  --duo-split passkey|window --duo-ratio R   (DuoAttention head split; see model/duo_calibration.ts)
 pipelines: ${PIPELINE_NAMES.join(", ")}
 `;
 
@@ -127,6 +130,8 @@ export async function main(args: string[], io: CliIo = STDIO): Promise<number> {
         keys: { type: "string" },
         json: { type: "string" },
         svg: { type: "string" },
+        "duo-split": { type: "string" },
+        "duo-ratio": { type: "string" },
         quiet: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -135,8 +140,9 @@ export async function main(args: string[], io: CliIo = STDIO): Promise<number> {
     io.err(`error: ${(e as Error).message}\n${USAGE}`);
     return 2;
   }
-  const { values: v, positionals } = parsed;
+  const { positionals } = parsed;
   const command = positionals[0];
+  const v: Values = { ...parsed.values, command };
   if (v.help || command === undefined) {
     (v.help ? io.out : io.err)(USAGE);
     return v.help ? 0 : 2;
@@ -203,7 +209,7 @@ interface Loaded {
   modelSha256: string;
   tokenizerPath: string;
   /** DuoAttention head split, computed on first use. */
-  duo?: DuoCalibration & { text: string; tokens: number };
+  duo?: DuoSplit;
 }
 
 async function load(v: Values, io: CliIo): Promise<Loaded> {
@@ -225,6 +231,23 @@ async function load(v: Values, io: CliIo): Promise<Loaded> {
   return { ckpt, tokenizer, modelPath, modelSha256: m.sha256, tokenizerPath: tokPath };
 }
 
+/** DuoAttention's head split as the CLI computed it (written to JSON as plain data). */
+interface DuoSplit {
+  /** `"passkey-profile"` (attention share on the fact at L₀) or `"window-mass"` (mass outside Λ). */
+  method: "passkey-profile" | "window-mass";
+  /** Per `(layer, kvHead)` score, row-major. */
+  scores: Float64Array;
+  /** The mask the router consumes. */
+  retrieval: boolean[][];
+  /** Fraction of KV heads kept. */
+  ratio: number;
+  /** One sentence for reports: what it was measured on. */
+  source: string;
+}
+
+/** Seed of the pass-key profile's keys, far from evaluation seeds so calibration and test keys differ. */
+const DUO_PROFILE_SEED = 1_000_003;
+
 async function makeModel(
   v: Values,
   io: CliIo,
@@ -233,7 +256,9 @@ async function makeModel(
   name?: PipelineName,
 ): Promise<Llama> {
   const pipe = name ?? pipelineName((v.pipeline as string | undefined) ?? "dense");
-  const duoRetrieval = pipe.startsWith("duo") ? (await duoSplit(v, io, l)).retrieval : undefined;
+  const duoRetrieval = pipe.startsWith("duo")
+    ? (await duoSplit(v, io, l, targetContext)).retrieval
+    : undefined;
   return new Llama(l.ckpt, {
     pipeline: (config) =>
       namedPipeline(pipe, config, {
@@ -245,29 +270,92 @@ async function makeModel(
 }
 
 /**
- * DuoAttention's head split for this model (see duo_calibration.ts): calibrated on the
- * trained context's worth of tokens from the **last** stories of the text (the evaluation
- * reads the first ones), with the dense pipeline.
+ * DuoAttention's head split for this model (see duo_calibration.ts), computed once per run.
+ * `--duo-split passkey` (the default of the `passkey` command): each KV head's attention share
+ * on the fact, from the answering queries of pass-key prompts at the trained context (keys from
+ * a seed of their own, filler from `--text` or the held-out stories). `--duo-split window` (the
+ * default elsewhere): attention mass outside the streaming window on the trained context's worth
+ * of tokens from the **last** stories of the text (evaluations read the first ones). The top
+ * `--duo-ratio` (default 0.25) of KV heads become retrieval heads.
  */
-async function duoSplit(v: Values, io: CliIo, l: Loaded): Promise<DuoCalibration> {
+async function duoSplit(
+  v: Values,
+  io: CliIo,
+  l: Loaded,
+  _targetContext: number,
+): Promise<DuoSplit> {
   if (l.duo !== undefined) return l.duo;
-  const path = (v.text as string | undefined) ?? DEFAULT_TEXT;
-  const stories = splitStories(new TextDecoder().decode((await readChecked(path)).bytes));
-  const L0 = l.ckpt.config.seqLen;
-  const tokens = tokenizeStories(l.tokenizer, stories.reverse(), L0);
-  const cal = calibrateDuoHeads(new Llama(l.ckpt), tokens, {
-    sinks: DUO_SINKS,
-    recent: duoRecent(L0),
-  });
-  l.duo = { ...cal, text: path, tokens: tokens.length };
+  const c = l.ckpt.config, L0 = c.seqLen;
+  const ratio = numberOption(v, "duo-ratio", 0.25);
+  if (!(ratio >= 0 && ratio <= 1)) {
+    throw new RangeError(`--duo-ratio must be in [0, 1], got ${ratio}`);
+  }
+  const method = (v["duo-split"] as string | undefined) ??
+    (v.command === "passkey" ? "passkey" : "window");
+  if (method === "passkey") {
+    const path = (v.text as string | undefined) ?? PASSKEY_FILLER;
+    const stories = splitStories(new TextDecoder().decode((await readChecked(path)).bytes));
+    const filler = passkeyFiller(l.tokenizer, stories);
+    const prompts = [0.05, 0.25, 0.5, 0.75, 0.95].flatMap((depth) =>
+      passkeyTrials(2, DUO_PROFILE_SEED, filler.length).map((t) =>
+        buildPasskeyPrompt(l.tokenizer, filler, {
+          length: L0,
+          depth,
+          key: t.key,
+          startStory: t.startStory,
+        })
+      )
+    );
+    const profile = passkeyHeadProfile(new Llama(l.ckpt), prompts);
+    l.duo = {
+      method: "passkey-profile",
+      scores: profile.kvHeads,
+      retrieval: topRetrievalHeads(profile.kvHeads, c.layers, c.kvHeads, ratio),
+      ratio,
+      source: `pass-key attention profile: each KV head's dense attention share on the fact ` +
+        `sentence from the answering queries, ${prompts.length} prompts of ${L0} tokens (5 depths × 2 keys, ` +
+        `seed ${DUO_PROFILE_SEED}, filler ${path.split("/").pop()})`,
+    };
+  } else if (method === "window") {
+    const path = (v.text as string | undefined) ?? DEFAULT_TEXT;
+    const stories = splitStories(new TextDecoder().decode((await readChecked(path)).bytes));
+    const tokens = tokenizeStories(l.tokenizer, stories.reverse(), L0);
+    const cal = calibrateDuoHeads(new Llama(l.ckpt), tokens, {
+      sinks: DUO_SINKS,
+      recent: duoRecent(L0),
+      retrievalRatio: ratio,
+    });
+    l.duo = {
+      method: "window-mass",
+      scores: cal.scores,
+      retrieval: cal.retrieval,
+      ratio,
+      source:
+        `training-free calibration (attention mass outside the streaming window) on the last ` +
+        `${tokens.length} tokens of ${path.split("/").pop()}`,
+    };
+  } else {
+    throw new TypeError(`--duo-split must be "passkey" or "window", got ${JSON.stringify(method)}`);
+  }
   if (!v.quiet) {
     io.err(
-      `DuoAttention heads calibrated on the last ${tokens.length} tokens of ${path}: retrieval ${
-        cal.retrieval.map((row) => row.map((x) => (x ? "R" : "s")).join("")).join(" ")
-      }\n`,
+      `DuoAttention heads (${l.duo.source}): retrieval ${
+        l.duo.retrieval.map((row) => row.map((x) => (x ? "R" : "s")).join("")).join(" ")
+      }, scores ${Array.from(l.duo.scores, (x) => x.toFixed(3)).join(" ")}\n`,
     );
   }
-  return cal;
+  return l.duo;
+}
+
+/** The split as plain JSON. */
+function duoJson(d: DuoSplit): Record<string, unknown> {
+  return {
+    method: d.method,
+    source: d.source,
+    ratio: d.ratio,
+    scores: Array.from(d.scores, (x) => Number(x.toFixed(5))),
+    retrieval: d.retrieval,
+  };
 }
 
 async function readTokens(v: Values, l: Loaded, fallbackMax: number): Promise<Int32Array> {
@@ -321,6 +409,11 @@ async function runGenerate(v: Values, io: CliIo): Promise<number> {
 }
 
 async function runPerplexity(v: Values, io: CliIo): Promise<number> {
+  // With --pipelines: one table of pipelines × contexts (the sweep, on --text).
+  if (v.pipelines !== undefined) {
+    if (v.text === undefined) throw new TypeError("--text FILE is required");
+    return await runSweep(v, io);
+  }
   const l = await load(v, io);
   const tokens = await readTokens(v, l, 16384);
   const context = intOption(v, "context", l.ckpt.config.seqLen);
@@ -415,13 +508,19 @@ async function runSweep(v: Values, io: CliIo): Promise<number> {
   const vv = { ...v, text: textPath };
   const budget = intOption(v, "tokens", 16384);
   const tokens = await readTokens({ ...vv, tokens: String(budget) }, l, budget);
-  const contexts = ((v.contexts as string | undefined) ?? "512,1024,2048,4096")
+  const L0 = l.ckpt.config.seqLen;
+  const contexts = ((v.contexts as string | undefined) ?? `${L0},${2 * L0},${4 * L0},${8 * L0}`)
     .split(",").map((s) => Number(s.trim()));
   if (contexts.some((c) => !Number.isSafeInteger(c) || c < 2)) {
     throw new RangeError(`--contexts must be integers >= 2, got ${JSON.stringify(v.contexts)}`);
   }
   const names = ((v.pipelines as string | undefined) ?? PIPELINE_NAMES.join(","))
     .split(",").map((s) => pipelineName(s.trim()));
+  if (tokens.length < Math.max(...contexts)) {
+    throw new RangeError(
+      `--tokens (${tokens.length} read) must be at least each context (${Math.max(...contexts)})`,
+    );
+  }
   const cells: SweepCell[] = [];
   for (const name of names) {
     for (const context of contexts) {
@@ -465,16 +564,7 @@ async function runSweep(v: Values, io: CliIo): Promise<number> {
       streamTokens: tokens.length,
       date: new Date().toISOString(),
       deno: Deno.version.deno,
-      ...(l.duo
-        ? {
-          duoCalibration: {
-            text: l.duo.text,
-            tokens: l.duo.tokens,
-            scores: Array.from(l.duo.scores, (x) => Number(x.toFixed(5))),
-            retrieval: l.duo.retrieval,
-          },
-        }
-        : {}),
+      ...(l.duo ? { duoCalibration: duoJson(l.duo) } : {}),
       cells,
     };
     await Deno.writeTextFile(`${out}.json`, JSON.stringify(meta, null, 1) + "\n");
@@ -486,7 +576,15 @@ async function runSweep(v: Values, io: CliIo): Promise<number> {
         `(each encoded with BOS, paragraph breaks collapsed to one newline), cut into non-overlapping ` +
         `windows of the context length; each window starts from an empty cache and every token after ` +
         `its first is scored. Each pipeline is sized for the column's context (see model/pipelines.ts). ` +
-        `Produced by \`deno run -A model/cli.ts sweep\` on ${meta.date.slice(0, 10)}.\n\n` + table +
+        `Produced by \`deno run -A model/cli.ts ${v.command} ${
+          [
+            ...(v.model ? [`--model ${v.model}`] : []),
+            `--text ${textPath}`,
+            `--contexts ${contexts.join(",")}`,
+            `--pipelines ${names.join(",")}`,
+            `--tokens ${budget}`,
+          ].join(" ")
+        } --out …\` on ${meta.date.slice(0, 10)}.\n\n` + table +
         `\n| pipeline | at the largest context |\n| --- | --- |\n` +
         names.map((n) =>
           `| ${n} | ${
@@ -501,8 +599,7 @@ async function runSweep(v: Values, io: CliIo): Promise<number> {
             `${
               l.duo.retrieval.map((row) => row.map((x) => (x ? "R" : "s")).join("")).join(" ")
             }, ` +
-            `from a training-free calibration (model/duo_calibration.ts: attention mass outside the ` +
-            `streaming window) on the last ${l.duo.tokens} tokens of the text, not the paper's learned gates.\n`
+            `from a ${l.duo.source} (model/duo_calibration.ts), not the paper's learned gates.\n`
           : ""),
     );
     if (!v.quiet) io.err(`wrote ${out}.md and ${out}.json\n`);

@@ -177,6 +177,62 @@ Deno.test("cli sweep writes a markdown table and JSON for every pipeline × cont
   });
 });
 
+Deno.test("cli perplexity --pipelines is the sweep: one table, DuoAttention split from --duo-split", async () => {
+  await withToyFiles(async (p) => {
+    const prefix = join(p.dir, "ppl");
+    const long = join(p.dir, "long.txt");
+    await Deno.writeTextFile(long, STORIES.repeat(6));
+    const r = await cli([
+      "perplexity",
+      "--model",
+      p.model,
+      "--tokenizer",
+      p.tokenizer,
+      "--text",
+      long,
+      "--pipelines",
+      "dense,duo",
+      "--tokens",
+      "300",
+      "--duo-split",
+      "window",
+      "--duo-ratio",
+      "0.5",
+      "--out",
+      prefix,
+    ]);
+    assert.equal(r.code, 0, r.err);
+    // Default contexts: 1, 2, 4 and 8 times the trained context (32).
+    assert.match(r.out, /\| pipeline \| ppl @ 32 \| ppl @ 64 \| ppl @ 128 \| ppl @ 256 \|/);
+    assert.match(r.out, /\| duo \| /);
+    assert.match(r.err, /DuoAttention heads \(training-free calibration/);
+    assert.match(r.out, /\| tokens scored \| /);
+    const json = JSON.parse(await Deno.readTextFile(`${prefix}.json`));
+    assert.equal(json.duoCalibration.method, "window-mass");
+    assert.equal(json.duoCalibration.retrieval.flat().filter(Boolean).length, 3); // half of 3 × 2
+    const md = await Deno.readTextFile(`${prefix}.md`);
+    assert.match(md, /model\/cli\.ts perplexity .*--pipelines dense,duo/);
+    const bad = await cli([
+      "perplexity",
+      "--model",
+      p.model,
+      "--tokenizer",
+      p.tokenizer,
+      "--text",
+      p.text,
+      "--pipelines",
+      "duo",
+      "--contexts",
+      "32",
+      "--duo-split",
+      "learned",
+      "--quiet",
+    ]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /--duo-split must be "passkey" or "window", got "learned"/);
+  });
+});
+
 Deno.test("cli reports usage errors and bad options", async () => {
   assert.equal((await cli([])).code, 2);
   assert.equal((await cli(["--help"])).code, 0);

@@ -9,6 +9,7 @@ import { splitStories } from "./perplexity.ts";
 import { BOS_TOKEN, Tokenizer } from "./tokenizer.ts";
 import { ReferenceLlama } from "./_reference.ts";
 import { loadSharedArtefact } from "./_files.ts";
+import { passkeyHeadProfile } from "./duo_calibration.ts";
 import { main } from "./cli.ts";
 import {
   buildPasskeyPrompt,
@@ -262,12 +263,16 @@ if (missing !== undefined) {
   console.log(`passkey_test: skipping the tinystories-1k tests: ${missing}`);
 }
 
-function realSetup(): { llama: (length: number) => Llama; tok: Tokenizer; filler: Int32Array[] } {
+function realSetup(name: "dense" | "longheads-kb" = "dense"): {
+  llama: (length: number) => Llama;
+  tok: Tokenizer;
+  filler: Int32Array[];
+} {
   const ckpt = parseCheckpoint(model.bytes!);
   const tok = Tokenizer.parse(tokFile.bytes!, { vocabSize: ckpt.config.vocabSize });
   const filler = passkeyFiller(tok, splitStories(new TextDecoder().decode(heldout.bytes!)));
   const llama = (length: number): Llama =>
-    new Llama(ckpt, { pipeline: (c) => namedPipeline("dense", c, { targetContext: length }) });
+    new Llama(ckpt, { pipeline: (c) => namedPipeline(name, c, { targetContext: length }) });
   return { llama, tok, filler };
 }
 
@@ -330,5 +335,40 @@ Deno.test({
     assert.equal(at1k.ok, at1k.n, at1k.texts.join(" "));
     const at2k = run(2048, [0.5], 1);
     assert.equal(at2k.ok, 0, at2k.texts.join(" "));
+  },
+});
+
+Deno.test({
+  name:
+    "tinystories-1k: the pass-key profile finds one retrieval KV head; key-bound LongHeads retrieves at 2048",
+  ignore: missing !== undefined,
+  fn() {
+    const { llama, tok, filler } = realSetup();
+    const [a, b] = passkeyTrials(2, 7, filler.length);
+    const prompts = [
+      buildPasskeyPrompt(tok, filler, { length: 1024, depth: 0.2, ...a! }),
+      buildPasskeyPrompt(tok, filler, { length: 1024, depth: 0.7, ...b! }),
+    ];
+    const profile = passkeyHeadProfile(llama(1024), prompts);
+    // Layer 1's second KV head carries the retrieval (bench/results/passkey_longheads_trace.md):
+    // most of its attention from the answering queries is on the fact; every other head's is small.
+    const kv = Array.from(profile.kvHeads);
+    const top = kv.indexOf(Math.max(...kv));
+    assert.equal(top, 1 * 2 + 1, kv.map((x) => x.toFixed(3)).join(" "));
+    assert.ok(kv[top]! > 0.5 && kv.every((x, i) => i === top || x < 0.1));
+    // Where dense misses (2048, the test above), LongHeads ranked by key bound reads the fact
+    // with every head's distances within 1024 and answers (about 10 s).
+    const kb = realSetup("longheads-kb");
+    const cells = evaluatePasskey({
+      pipeline: "longheads-kb",
+      model: kb.llama,
+      tokenizer: kb.tok,
+      filler: kb.filler,
+      lengths: [2048],
+      depths: [0.05, 0.5],
+      trials: passkeyTrials(1, 0, kb.filler.length),
+    });
+    const all = cells.flatMap((c) => c.trials);
+    assert.deepEqual(all.map((t) => t.correct), [true, true], all.map((t) => t.text).join(" "));
   },
 });

@@ -21,8 +21,10 @@
  * | `lm-infinite` | LM-Infinite Λ mask + distance ceiling; SinkWindow eviction | 10 global tokens, local window `L₀`, ceiling `L₀` |
  * | `longheads` | LongHeads chunk selection per head | chunk 64, attention length `L₀` |
  * | `longheads-32` | LongHeads with smaller chunks | chunk 32, attention length `L₀` |
+ * | `longheads-kb` | LongHeads ranking chunks by a key bound (`chunkScore: "key-bound"`, a deviation) | chunk 64, attention length `L₀` |
  * | `duo` | DuoAttention router: retrieval heads dense, streaming heads 4 sinks + recent window at original positions | recent `L₀ / 4`; head split from `duoRetrieval` |
  * | `duo-longheads` | DuoAttention whose retrieval heads run LongHeads | as `duo`, LongHeads chunk 64, attention length `L₀` |
+ * | `duo-longheads-kb` | DuoAttention whose retrieval heads run `longheads-kb` | as `duo-longheads` |
  *
  * Oracles: at `T ≤ L₀` every name but the two DuoAttention ones is dense
  * attention (factors are 1, windows and attention lengths cover the
@@ -67,8 +69,10 @@ export const PIPELINE_NAMES = [
   "lm-infinite",
   "longheads",
   "longheads-32",
+  "longheads-kb",
   "duo",
   "duo-longheads",
+  "duo-longheads-kb",
 ] as const;
 
 /** A name of {@linkcode PIPELINE_NAMES}. */
@@ -200,17 +204,23 @@ export function namedPipeline(
         policy: new SinkWindow({ sinks: LM_INFINITE_GLOBAL, window: L0 }),
       });
     case "longheads":
-    case "longheads-32": {
-      const chunkSize = name === "longheads" ? 64 : 32;
+    case "longheads-32":
+    case "longheads-kb": {
+      const chunkSize = name === "longheads-32" ? 32 : 64;
       const attentionLength = Math.floor(L0 / chunkSize) * chunkSize;
       return new AttentionPipeline({
         ...base,
         rope: rope(),
-        selector: new LongHeads({ chunkSize, attentionLength }),
+        selector: new LongHeads({
+          chunkSize,
+          attentionLength,
+          chunkScore: name === "longheads-kb" ? "key-bound" : "summary",
+        }),
       });
     }
     case "duo":
-    case "duo-longheads": {
+    case "duo-longheads":
+    case "duo-longheads-kb": {
       if (options.duoRetrieval === undefined) {
         throw new TypeError(
           `Cannot ${action}: ${
@@ -225,11 +235,12 @@ export function namedPipeline(
           retrieval: options.duoRetrieval,
           sinks: DUO_SINKS,
           recent: duoRecent(L0),
-          ...(name === "duo-longheads"
+          ...(name !== "duo"
             ? {
               retrievalSelector: new LongHeads({
                 chunkSize: 64,
                 attentionLength: Math.floor(L0 / 64) * 64,
+                chunkScore: name === "duo-longheads-kb" ? "key-bound" : "summary",
               }),
             }
             : {}),
@@ -300,13 +311,22 @@ export function describeNamedPipeline(
       return `LongHeads, chunk 64, attention length ${Math.floor(L0 / 64) * 64}`;
     case "longheads-32":
       return `LongHeads, chunk 32, attention length ${Math.floor(L0 / 32) * 32}`;
+    case "longheads-kb":
+      return `LongHeads ranked by key bound, chunk 64, attention length ${
+        Math.floor(L0 / 64) * 64
+      }`;
     case "duo":
-    case "duo-longheads": {
+    case "duo-longheads":
+    case "duo-longheads-kb": {
       const mask = options.duoRetrieval;
       const kept = mask ? mask.flat().filter(Boolean).length : NaN;
       const total = mask ? mask.flat().length : NaN;
       return `DuoAttention, ${kept}/${total} retrieval heads (${
-        name === "duo" ? "dense" : "LongHeads chunk 64"
+        name === "duo"
+          ? "dense"
+          : name === "duo-longheads"
+          ? "LongHeads chunk 64"
+          : "LongHeads key-bound chunk 64"
       }), streaming ${DUO_SINKS} sinks + ${duoRecent(L0)} recent`;
     }
   }

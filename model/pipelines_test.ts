@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { randomCheckpoint } from "./checkpoint.ts";
 import { Llama } from "./llama.ts";
-import { calibrateDuoHeads } from "./duo_calibration.ts";
+import { calibrateDuoHeads, passkeyHeadProfile, topRetrievalHeads } from "./duo_calibration.ts";
+import type { LongHeads } from "../attention/long_heads.ts";
 import {
   contextFactor,
   describeNamedPipeline,
@@ -50,6 +51,13 @@ Deno.test("namedPipeline() sizes each technique from the target / trained contex
     window: 256,
   });
   assert.equal(at("longheads").plan(0, 1).selector.name, "long-heads");
+  const kb = at("longheads-kb").plan(0, 1).selector as LongHeads;
+  assert.equal(kb.chunkScore, "key-bound");
+  assert.equal(kb.chunkSize, 64);
+  assert.equal((at("longheads").plan(0, 1).selector as LongHeads).chunkScore, "summary");
+  const duoKb = at("duo-longheads-kb");
+  assert.equal((duoKb.plan(0, 0).selector as LongHeads).chunkScore, "key-bound");
+  assert.equal(duoKb.plan(0, 1).policy.name, "sink-window");
   const duo = at("duo-longheads");
   assert.equal(duo.plan(0, 0).selector.name, "long-heads");
   assert.equal(duo.plan(0, 1).policy.name, "sink-window");
@@ -94,5 +102,52 @@ Deno.test("calibrateDuoHeads() ranks heads by the mass outside the window; a wid
   assert.throws(
     () => calibrateDuoHeads(model, tokens, { sinks: 2, recent: 4, retrievalRatio: 2 }),
     /retrievalRatio/,
+  );
+});
+
+Deno.test("topRetrievalHeads() keeps the top fraction, ties to the lower index; rejects bad sizes", () => {
+  assert.deepEqual(topRetrievalHeads([0.5, 0.5, 0.1, 0.9], 2, 2, 0.5), [[true, false], [
+    false,
+    true,
+  ]]);
+  assert.deepEqual(topRetrievalHeads([1, 2, 3], 1, 3, 0), [[false, false, false]]);
+  assert.deepEqual(topRetrievalHeads([1, 2, 3], 3, 1, 1), [[true], [true], [true]]);
+  assert.throws(() => topRetrievalHeads([1, 2, 3], 2, 2, 0.5), {
+    name: "RangeError",
+    message: /scores must hold layers · kvHeads = 4 values, got 3/,
+  });
+  assert.throws(() => topRetrievalHeads([1, 2], 1, 2, 1.5), /ratio must be in \[0, 1\], got 1.5/);
+});
+
+Deno.test("passkeyHeadProfile(): a fact spanning the whole prompt gets every head's full attention", () => {
+  const ckpt = randomCheckpoint(SHAPE, { seed: 8 });
+  const model = new Llama(ckpt);
+  const tokens = Array.from({ length: 40 }, (_, i) => (i * 5 + 2) % SHAPE.vocabSize);
+  const answer = [3, 4, 5];
+  // The answering queries are the prompt's last token and the first two answer tokens; a "fact"
+  // covering tokens 0 … 39 leaves them only their own (answer) keys outside it.
+  const whole = passkeyHeadProfile(model, [{ tokens, answer, factPosition: 0, factTokens: 40 }]);
+  const part = passkeyHeadProfile(model, [{ tokens, answer, factPosition: 10, factTokens: 5 }]);
+  assert.equal(whole.queryHeads.length, SHAPE.layers * SHAPE.heads);
+  assert.equal(whole.kvHeads.length, SHAPE.layers * SHAPE.kvHeads);
+  for (let i = 0; i < whole.queryHeads.length; i++) {
+    assert.ok(whole.queryHeads[i]! > 0.9 && whole.queryHeads[i]! <= 1);
+    assert.ok(part.queryHeads[i]! > 0 && part.queryHeads[i]! < whole.queryHeads[i]!);
+  }
+  // KV-head shares are the means of their query groups.
+  const g = SHAPE.heads / SHAPE.kvHeads;
+  for (let k = 0; k < whole.kvHeads.length; k++) {
+    let m = 0;
+    for (let r = 0; r < g; r++) m += part.queryHeads[k * g + r]! / g;
+    assert.ok(Math.abs(part.kvHeads[k]! - m) < 1e-12);
+  }
+  // With no answer tokens beyond the first, only the last prompt token asks: a fact that is
+  // the whole prompt takes all of its attention.
+  const one = passkeyHeadProfile(model, [{ tokens, answer: [3], factPosition: 0, factTokens: 40 }]);
+  for (const x of one.queryHeads) assert.ok(Math.abs(x - 1) < 1e-12);
+  assert.throws(() => passkeyHeadProfile(model, []), /prompts must not be empty/);
+  assert.throws(
+    () => passkeyHeadProfile(model, [{ tokens, answer, factPosition: 38, factTokens: 5 }]),
+    /prompts\[0\]'s fact \[38, 43\) must lie inside its 40 tokens/,
   );
 });
