@@ -15,6 +15,9 @@
  * | sparse attend | {@linkcode sparseAttendWebGpu} (any `Selection`, RoPE on read) |
  * | merge | {@linkcode mergeStatesWebGpu} (log-sum-exp merge) |
  * | selection helpers | {@linkcode scoreKeysWebGpu} (scoring GEMV), {@linkcode topKWebGpu} (row-wise top-k) |
+ * | Landmark decode | {@linkcode landmarkDecodeWebGpu} (landmark scoring, top-k blocks, grouped-softmax attend) |
+ * | k-means | {@linkcode kmeansAssignWebGpu} (assignment step, lowest index on ties; update-step sums) |
+ * | Squeezed Attention | {@linkcode uploadSqueezedLayer}, {@linkcode squeezedMassWebGpu}, {@linkcode squeezedSelectWebGpu} (centroid lookup, threshold or budget, one or two levels, kept keys → spans), {@linkcode squeezedAttentionWebGpu} |
  * | host convenience | {@linkcode denseAttentionWebGpu}, {@linkcode denseAttentionAuto} |
  *
  * ## Writing a fast path (the internal API)
@@ -62,6 +65,9 @@ export * from "./merge.ts";
 export * from "./score.ts";
 export * from "./topk.ts";
 export * from "./long_heads.ts";
+export * from "./landmark.ts";
+export * from "./kmeans.ts";
+export * from "./squeezed.ts";
 
 // Types of the pure-TS entries that the GPU signatures mention, so that this
 // entry's documentation is complete on its own.
@@ -71,3 +77,9 @@ export type { DenseAttentionOptions } from "../attention/dense.ts";
 export type { HeadSelection, Selection } from "../attention/selection.ts";
 export type { AttendStats } from "../attention/sparse_attend.ts";
 export type { RopeLayout } from "../positional/rope.ts";
+export type { Clusters, CoarseClusters, KeyClusters, KmeansGeometry } from "../attention/kmeans.ts";
+export type {
+  SqueezedCalibration,
+  SqueezedIndex,
+  SqueezedSelectionOptions,
+} from "../attention/squeezed.ts";
