@@ -195,9 +195,12 @@ export interface PasskeyHeadProfile {
  * A pass-key attention profile: for each head, the share of its exact softmax
  * attention that lands on the fact's tokens, from the queries that predict the
  * answer (the prompt's last token and the answer tokens but the last, teacher
- * forced), averaged over those queries and the prompts. Run it with the dense
- * pipeline on prompts within the trained context, where retrieval works: the
- * heads with a high share are the ones doing the retrieval, the natural
+ * forced), averaged over those queries and the prompts, from the model's
+ * captured rotated queries and keys (original positions, the pipeline's RoPE
+ * scaling) with exact softmax over all keys; for a sparse pipeline that is
+ * what dense attention would give, not what the pipeline read. Run it with
+ * the dense pipeline on prompts within the trained context, where retrieval
+ * works: the heads with a high share are the ones doing the retrieval, the natural
  * retrieval heads for DuoAttention ({@linkcode topRetrievalHeads} of `kvHeads`).
  *
  * @param model The model (reset and run once per prompt).
@@ -242,7 +245,9 @@ export function passkeyHeadProfile(
     const T = tokens.length;
     const { arrays } = captureAttention(model, tokens, { statistics: false });
     const s = new Float64Array(T);
-    const scale = 1 / Math.sqrt(d);
+    // The logits the pipeline's RoPE gives (YaRN scales them by its attention factor²).
+    const factor = model.pipeline.rope?.forSequenceLength(T).attentionFactor ?? 1;
+    const scale = factor * factor / Math.sqrt(d);
     for (let l = 0; l < c.layers; l++) {
       const q = arrays.get(`layer${l}_q_rope`)!.data, k = arrays.get(`layer${l}_k_rope`)!.data;
       for (let i = P - 1; i < T; i++) {
