@@ -53,13 +53,22 @@ export interface DenseAttentionWebGpuOptions extends DenseAttentionOptions {
  * @throws {TypeError} / {RangeError} As `denseAttention`.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { denseAttentionWebGpu, requestGpu } from "@longctx/longctx/gpu";
- * import { randn } from "@longctx/longctx/tensor";
- * const gpu = await requestGpu();
- * const input = { query: randn([1, 32, 128], { seed: 1 }), key: randn([4096, 8, 128], { seed: 2 }), value: randn([4096, 8, 128], { seed: 3 }) };
- * const { out, lse } = await denseAttentionWebGpu(gpu, input, { kvDtype: "f16" });
+ * @example f16 K/V storage matches the CPU on f16-rounded K/V (skipped without a GPU)
+ * ```ts
+ * import { denseAttentionWebGpu, tryRequestGpu } from "@longctx/longctx/gpu";
+ * import { denseAttention } from "@longctx/longctx/attention";
+ * import { contiguous, randn } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const [key, value] = [2, 3].map((seed) => randn([200, 2, 32], { seed }));
+ *   const query = randn([1, 8, 32], { seed: 1 });
+ *   const { out, lse } = await denseAttentionWebGpu(gpu, { query, key, value }, { kvDtype: "f16" });
+ *   const cpu = denseAttention({ query, key: contiguous(key, "f16"), value: contiguous(value, "f16") });
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   lse.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.lse.data[i]) < 1e-4));
+ *   gpu.destroy(); // the pooled buffers were already returned
+ * }
  * ```
  */
 export async function denseAttentionWebGpu(

@@ -90,15 +90,24 @@ export interface DenseDecodeOptions {
  *   or a K/V tensor exceeds `maxStorageBufferBindingSize`.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { denseDecodeWebGpu, downloadState, requestGpu, upload } from "@longctx/longctx/gpu";
+ * @example GQA decode in 4 splits vs the CPU reference (skipped without a GPU)
+ * ```ts
+ * import { denseDecodeWebGpu, downloadState, tryRequestGpu, upload } from "@longctx/longctx/gpu";
+ * import { denseAttention } from "@longctx/longctx/attention";
  * import { randn } from "@longctx/longctx/tensor";
- * const gpu = await requestGpu();
- * const query = upload(gpu, randn([1, 32, 128], { seed: 1 }));
- * const key = upload(gpu, randn([4096, 8, 128], { seed: 2 }), { dtype: "f16" });
- * const value = upload(gpu, randn([4096, 8, 128], { seed: 3 }), { dtype: "f16" });
- * const { out, lse } = await downloadState(gpu, denseDecodeWebGpu(gpu, { query, key, value }));
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const q = randn([1, 8, 32], { seed: 1 });
+ *   const [k, v] = [2, 3].map((seed) => randn([250, 2, 32], { seed }));
+ *   const [query, key, value] = [q, k, v].map((t) => upload(gpu, t));
+ *   const gpuState = denseDecodeWebGpu(gpu, { query, key, value }, { splitTokens: 64 });
+ *   const { out, lse } = await downloadState(gpu, gpuState);
+ *   const cpu = denseAttention({ query: q, key: k, value: v });
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   lse.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.lse.data[i]) < 1e-4));
+ *   gpu.destroy(); // frees the uploads and the result with the device
+ * }
  * ```
  */
 export function denseDecodeWebGpu(

@@ -80,13 +80,21 @@ export interface DensePrefillOptions {
  * @throws {RangeError} If heads is not a multiple of kvHeads, or an option is out of range.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { densePrefillWebGpu, downloadState, requestGpu, upload } from "@longctx/longctx/gpu";
+ * @example Causal prefill vs the CPU reference (skipped without a GPU)
+ * ```ts
+ * import { densePrefillWebGpu, downloadState, tryRequestGpu, upload } from "@longctx/longctx/gpu";
+ * import { denseAttention } from "@longctx/longctx/attention";
  * import { randn } from "@longctx/longctx/tensor";
- * const gpu = await requestGpu();
- * const [query, key, value] = [1, 2, 3].map((seed) => upload(gpu, randn([1024, 8, 64], { seed })));
- * const { out } = await downloadState(gpu, densePrefillWebGpu(gpu, { query, key, value }));
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const [q, k, v] = [1, 2, 3].map((seed) => randn([100, 4, 16], { seed }));
+ *   const [query, key, value] = [q, k, v].map((t) => upload(gpu, t));
+ *   const { out } = await downloadState(gpu, densePrefillWebGpu(gpu, { query, key, value }));
+ *   const cpu = denseAttention({ query: q, key: k, value: v }); // causal, like the kernel
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function densePrefillWebGpu(

@@ -223,17 +223,23 @@ const MAX_TIMED_PASSES = 512;
  * when done. Every method throws {@linkcode GpuDeviceLostError} once the
  * device is lost.
  *
- * @example Compile, dispatch, read back (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { requestGpu } from "@longctx/longctx/gpu";
- * const gpu = await requestGpu();
- * const pipeline = gpu.pipeline("double", { n: 4 }, () => `
- *   @group(0) @binding(0) var<storage, read_write> x: array<f32>;
- *   @compute @workgroup_size(4) fn main(@builtin(global_invocation_id) g: vec3u) { x[g.x] *= 2.0; }`);
- * const x = gpu.storage(new Float32Array([1, 2, 3, 4]), "x");
- * gpu.submit("double", [{ kind: "dispatch", pipeline, bindings: [x], workgroups: [1] }]);
- * console.log(new Float32Array(await gpu.read(x, 0, 16))); // 2, 4, 6, 8
- * gpu.destroy();
+ * @example Compile, dispatch, read back (skipped without a GPU)
+ * ```ts
+ * import { tryRequestGpu } from "@longctx/longctx/gpu";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const pipeline = gpu.pipeline("double", { n: 4 }, () => `
+ *     @group(0) @binding(0) var<storage, read_write> x: array<f32>;
+ *     @compute @workgroup_size(4) fn main(@builtin(global_invocation_id) g: vec3u) { x[g.x] *= 2.0; }`);
+ *   const x = gpu.storage(new Float32Array([1, 2, 3, 4]), "x");
+ *   gpu.submit("double", [{ kind: "dispatch", pipeline, bindings: [x], workgroups: [1] }]);
+ *   assert.deepEqual([...new Float32Array(await gpu.read(x, 0, 16))], [2, 4, 6, 8]);
+ *   assert.equal(gpu.pipeline("double", { n: 4 }, () => ""), pipeline); // cached
+ *   await gpu.checkErrors();
+ *   gpu.pool.release(x);
+ *   gpu.destroy();
+ * }
  * ```
  */
 export class GpuContext {
@@ -705,12 +711,20 @@ async function openDevice(
  * @throws {WebGpuUnavailableError} With the reason when there is no
  *   `navigator.gpu`, no adapter, or the device request fails.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { requestGpu } from "@longctx/longctx/gpu";
- * const gpu = await requestGpu();
- * console.log(gpu.adapter.description, gpu.features, gpu.limits.maxStorageBufferBindingSize);
- * gpu.destroy();
+ * @example Require a GPU, or say why there is none
+ * ```ts
+ * import { requestGpu, WebGpuUnavailableError } from "@longctx/longctx/gpu";
+ * import assert from "node:assert/strict";
+ * try {
+ *   const gpu = await requestGpu();
+ *   console.log(gpu.adapter.description, gpu.features, gpu.limits.maxStorageBufferBindingSize);
+ *   assert.ok(gpu.limits.maxStorageBufferBindingSize >= 128 << 20); // WebGPU's default minimum
+ *   gpu.destroy();
+ *   assert.equal(gpu.lost?.reason, "destroyed");
+ * } catch (e) {
+ *   assert.ok(e instanceof WebGpuUnavailableError, String(e));
+ *   console.log("no GPU:", e.message);
+ * }
  * ```
  */
 export async function requestGpu(options: RequestGpuOptions = {}): Promise<GpuContext> {

@@ -106,15 +106,28 @@ export interface KmeansAssignWebGpuResult {
  * @throws {RangeError} If there are no centroids or `headDim` exceeds {@linkcode MAX_KMEANS_HEAD_DIM}.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example Assign 1000 keys to 50 centroids (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { download, kmeansAssignWebGpu, requestGpu, upload } from "@longctx/longctx/gpu";
+ * @example Assign 200 keys to 8 centroids (skipped without a GPU)
+ * ```ts
+ * import { download, kmeansAssignWebGpu, tryRequestGpu, upload } from "@longctx/longctx/gpu";
  * import { randn } from "@longctx/longctx/tensor";
- * const gpu = await requestGpu();
- * const points = upload(gpu, randn([1000, 64], { seed: 1 }));
- * const centroids = upload(gpu, randn([50, 64], { seed: 2 }));
- * const r = kmeansAssignWebGpu(gpu, points, centroids, { geometry: "cosine", sums: true });
- * const labels = (await download(gpu, r.assignments)).data; // Int32Array [1000]
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const p = randn([200, 16], { seed: 1 }), c = randn([8, 16], { seed: 2 });
+ *   const r = kmeansAssignWebGpu(gpu, upload(gpu, p), upload(gpu, c), { geometry: "euclidean", sums: true });
+ *   const labels = (await download(gpu, r.assignments)).data; // Int32Array [200]
+ *   const counts = (await download(gpu, r.counts!)).data; // Int32Array [8]
+ *   assert.equal(counts.reduce((a, b) => a + b, 0), 200);
+ *   const d2 = (i: number, j: number): number => {
+ *     let s = 0;
+ *     for (let e = 0; e < 16; e++) s += (p.data[i * 16 + e] - c.data[j * 16 + e]) ** 2;
+ *     return s;
+ *   };
+ *   labels.forEach((l, i) => { // the nearest centroid (up to f32 rounding)
+ *     for (let j = 0; j < 8; j++) assert.ok(d2(i, l) <= d2(i, j) + 1e-4);
+ *   });
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function kmeansAssignWebGpu(

@@ -294,15 +294,25 @@ interface LayerState {
  * | `appendGpu` of `t` tokens | one dispatch per segment touched |
  * | `view`, `length` | O(1), no allocation |
  *
- * @example Decode over a 128k-token f16 cache (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { GpuKvStore, denseDecodeWebGpu, requestGpu, upload } from "@longctx/longctx/gpu";
- * import { randn } from "@longctx/longctx/tensor";
- * const gpu = await requestGpu();
- * const store = new GpuKvStore(gpu, { layers: 1, kvHeads: 8, headDim: 128, capacity: 131072 });
- * store.append(0, randn([4096, 8, 128], { seed: 1 }), randn([4096, 8, 128], { seed: 2 }));
- * const q = upload(gpu, randn([1, 32, 128], { seed: 3 }));
- * const { out, lse } = denseDecodeWebGpu(gpu, { query: q, kv: store.view(0) });
+ * @example Decode over a paged f16 cache filled in two appends (skipped without a GPU)
+ * ```ts
+ * import { denseDecodeWebGpu, downloadState, GpuKvStore, tryRequestGpu, upload } from "@longctx/longctx/gpu";
+ * import { denseAttention } from "@longctx/longctx/attention";
+ * import { contiguous, randn, sliceAxis } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const store = new GpuKvStore(gpu, { layers: 1, kvHeads: 2, headDim: 32, capacity: 256, pageSize: 64, dtype: "f16" });
+ *   const [key, value] = [1, 2].map((seed) => contiguous(randn([150, 2, 32], { seed }), "f16"));
+ *   store.append(0, sliceAxis(key, 0, 0, 100), sliceAxis(value, 0, 0, 100));
+ *   store.append(0, sliceAxis(key, 0, 100, 150), sliceAxis(value, 0, 100, 150)); // crosses a page
+ *   const query = randn([1, 8, 32], { seed: 3 });
+ *   const { out } = await downloadState(gpu, denseDecodeWebGpu(gpu, { query: upload(gpu, query), kv: store.view(0) }));
+ *   const cpu = denseAttention({ query, key, value });
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   store.destroy();
+ *   gpu.destroy();
+ * }
  * ```
  */
 export class GpuKvStore {

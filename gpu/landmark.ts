@@ -157,19 +157,34 @@ export interface LandmarkDecodeWebGpuResult extends GpuAttentionState {
  * @throws {RangeError} On bad sizes or positions, a chunk outside the cache, `k` above 1024, or segments shorter than a block.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { download, GpuKvStore, landmarkDecodeWebGpu, requestGpu, upload } from "@longctx/longctx/gpu";
- * import { LandmarkRetrieval } from "@longctx/longctx/attention";
+ * @example One decode step vs `selectChunk` + `landmarkAttend` (skipped without a GPU)
+ * ```ts
+ * import { download, downloadState, GpuKvStore, landmarkDecodeWebGpu, tryRequestGpu, upload } from "@longctx/longctx/gpu";
+ * import { landmarkAttend, LandmarkRetrieval } from "@longctx/longctx/attention";
+ * import { KvStore } from "@longctx/longctx/kv";
  * import { Rope } from "@longctx/longctx/positional";
  * import { randn } from "@longctx/longctx/tensor";
- * const gpu = await requestGpu();
- * const rope = new Rope({ headDim: 64 });
- * const store = new GpuKvStore(gpu, { layers: 1, kvHeads: 2, headDim: 64, capacity: 4096 });
- * store.append(0, rope.apply(randn([2000, 2, 64], { seed: 1 }), 0), randn([2000, 2, 64], { seed: 2 }));
- * const config = new LandmarkRetrieval({ blockSize: 63, topK: 4 });
- * const step = landmarkDecodeWebGpu(gpu, config, upload(gpu, randn([1, 8, 64], { seed: 3 })), store.view(0), { rope });
- * const blocks = await download(gpu, step.blocks!); // [1, 2, 4]: 4 blocks per KV head
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const rope = new Rope({ headDim: 32 });
+ *   const [key, value] = [rope.apply(randn([200, 2, 32], { seed: 1 }), 0), randn([200, 2, 32], { seed: 2 })];
+ *   const store = new GpuKvStore(gpu, { layers: 1, kvHeads: 2, headDim: 32, capacity: 256, dtype: "f32", keyForm: "post-rope" });
+ *   const cpuStore = new KvStore({ layers: 1, kvHeads: 2, headDim: 32, keyForm: "post-rope" });
+ *   store.append(0, key, value);
+ *   cpuStore.append(0, key, value);
+ *   const config = new LandmarkRetrieval({ blockSize: 15, topK: 4 }); // 12 complete blocks of 16
+ *   const query = randn([1, 8, 32], { seed: 3 });
+ *   const step = landmarkDecodeWebGpu(gpu, config, upload(gpu, query), store.view(0), { rope });
+ *   const blocks = await download(gpu, step.blocks!); // [1, 2, 4]: 4 blocks per KV head
+ *   assert.deepEqual(blocks.shape, [1, 2, 4]);
+ *   const sels = config.selectChunk({ store: cpuStore, layer: 0, query, start: 199, rope });
+ *   const cpu = landmarkAttend(query, cpuStore, sels, { layer: 0, queryPositions: [199], rope });
+ *   const { out } = await downloadState(gpu, step);
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   store.destroy();
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function landmarkDecodeWebGpu(

@@ -122,11 +122,24 @@ export interface LongHeadsDecodeWebGpuResult extends GpuAttentionState {
  * @throws {RangeError} On non-integer sizes, or if a summary is not built yet.
  * @throws {TypeError} If a summary has the wrong length.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { requestGpu, uploadLongHeadsSummaries } from "@longctx/longctx/gpu";
- * const gpu = await requestGpu();
- * const keys = uploadLongHeadsSummaries(gpu, longHeads, 0, 2, 4, 30, 64); // [30, 8, 64]
+ * @example The summaries of 10 chunks, as `LongHeads.summary` holds them (skipped without a GPU)
+ * ```ts
+ * import { download, tryRequestGpu, uploadLongHeadsSummaries } from "@longctx/longctx/gpu";
+ * import { AttentionPipeline, LongHeads } from "@longctx/longctx/attention";
+ * import { Rope } from "@longctx/longctx/positional";
+ * import { randn } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const longHeads = new LongHeads({ chunkSize: 4, attentionLength: 16 });
+ *   const pipe = new AttentionPipeline({ layers: 1, heads: 4, kvHeads: 2, headDim: 8, rope: new Rope({ headDim: 8 }), selector: longHeads });
+ *   pipe.attend(0, randn([40, 4, 8], { seed: 1 }), randn([40, 2, 8], { seed: 2 }), randn([40, 2, 8], { seed: 3 })); // 10 chunks
+ *   const keys = await download(gpu, uploadLongHeadsSummaries(gpu, longHeads, 0, 2, 2, 10, 8)); // [10, 4, 8]
+ *   assert.deepEqual(keys.shape, [10, 4, 8]);
+ *   const at = (3 * 4 + 2) * 8; // chunk 3, query head 2 = KV head 1, row 0 of its group
+ *   assert.deepEqual(keys.data.slice(at, at + 8), longHeads.summary(0, 1, 0, 3));
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function uploadLongHeadsSummaries(
@@ -224,13 +237,35 @@ export interface LongHeadsGpuSummariesOptions {
  * | sync | O(new chunks · rows · headDim) upload; a doubling copies the table on the GPU |
  * | memory | ≤ 2 × the table, f32 |
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { LongHeadsGpuSummaries, longHeadsDecodeWebGpu } from "@longctx/longctx/gpu";
- * const table = new LongHeadsGpuSummaries(gpu, { kvHeads: 8, group: 4, headDim: 128, gqa: lh.gqa });
- * // each decode step, after the CPU selector has seen the token:
- * const summaries = table.sync(lh, layer, Math.floor(n / lh.chunkSize));
- * const step = await longHeadsDecodeWebGpu(gpu, lh, q, store.view(layer), summaries, { queryPosition, rope });
+ * @example A decode loop vs the CPU pipeline (skipped without a GPU)
+ * ```ts
+ * import { downloadState, GpuKvStore, LongHeadsGpuSummaries, longHeadsDecodeWebGpu, tryRequestGpu, upload } from "@longctx/longctx/gpu";
+ * import { AttentionPipeline, LongHeads } from "@longctx/longctx/attention";
+ * import { Rope } from "@longctx/longctx/positional";
+ * import { randn, sliceAxis } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const [rope, lh] = [new Rope({ headDim: 8 }), new LongHeads({ chunkSize: 4, attentionLength: 16 })];
+ *   const pipe = new AttentionPipeline({ layers: 1, heads: 4, kvHeads: 2, headDim: 8, rope, selector: lh, keyForm: "pre-rope" });
+ *   const store = new GpuKvStore(gpu, { layers: 1, kvHeads: 2, headDim: 8, capacity: 64, dtype: "f32" });
+ *   const table = new LongHeadsGpuSummaries(gpu, { kvHeads: 2, group: 2, headDim: 8, gqa: lh.gqa });
+ *   const [q, k, v] = [randn([40, 4, 8], { seed: 1 }), randn([40, 2, 8], { seed: 2 }), randn([40, 2, 8], { seed: 3 })];
+ *   pipe.attend(0, sliceAxis(q, 0, 0, 36), sliceAxis(k, 0, 0, 36), sliceAxis(v, 0, 0, 36)); // prefill
+ *   store.append(0, sliceAxis(k, 0, 0, 36), sliceAxis(v, 0, 0, 36));
+ *   for (let t = 36; t < 40; t++) { // each decode step, after the CPU selector has seen the token:
+ *     const [qt, kt, vt] = [q, k, v].map((x) => sliceAxis(x, 0, t, t + 1));
+ *     const cpu = pipe.attend(0, qt, kt, vt);
+ *     store.append(0, kt, vt);
+ *     const summaries = table.sync(lh, 0, Math.floor((t + 1) / lh.chunkSize)); // uploads new chunks only
+ *     const step = await longHeadsDecodeWebGpu(gpu, lh, upload(gpu, qt), store.view(0), summaries, { queryPosition: t, rope });
+ *     const { out } = await downloadState(gpu, step);
+ *     out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   }
+ *   table.destroy();
+ *   store.destroy();
+ *   gpu.destroy();
+ * }
  * ```
  */
 export class LongHeadsGpuSummaries {
@@ -386,15 +421,34 @@ export class LongHeadsGpuSummaries {
  * @throws {RangeError} On too few summaries, an empty cache or invalid sizes.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { GpuKvStore, longHeadsDecodeWebGpu, requestGpu, upload, uploadLongHeadsSummaries } from "@longctx/longctx/gpu";
- * const gpu = await requestGpu();
- * const summaries = uploadLongHeadsSummaries(gpu, lh, 0, kvHeads, heads / kvHeads, chunksDone, headDim);
- * const step = await longHeadsDecodeWebGpu(gpu, lh, upload(gpu, q), store.view(0), summaries, {
- *   queryPosition: store.length(0) - 1,
- *   rope,
- * });
+ * @example One decode step vs the CPU `LongHeads` pipeline (skipped without a GPU)
+ * ```ts
+ * import { downloadState, GpuKvStore, longHeadsDecodeWebGpu, tryRequestGpu, upload, uploadLongHeadsSummaries } from "@longctx/longctx/gpu";
+ * import { AttentionPipeline, LongHeads } from "@longctx/longctx/attention";
+ * import { Rope } from "@longctx/longctx/positional";
+ * import { randn, sliceAxis } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const [heads, kvHeads, headDim, rope] = [4, 2, 8, new Rope({ headDim: 8 })];
+ *   const lh = new LongHeads({ chunkSize: 4, attentionLength: 16 }); // windows of k = 4 chunks
+ *   const pipe = new AttentionPipeline({ layers: 1, heads, kvHeads, headDim, rope, selector: lh, keyForm: "pre-rope" });
+ *   const [q, k, v] = [randn([41, 4, 8], { seed: 1 }), randn([41, 2, 8], { seed: 2 }), randn([41, 2, 8], { seed: 3 })];
+ *   const store = new GpuKvStore(gpu, { layers: 1, kvHeads, headDim, capacity: 64, dtype: "f32" });
+ *   store.append(0, k, v); // the whole cache, the query's key last
+ *   pipe.attend(0, sliceAxis(q, 0, 0, 40), sliceAxis(k, 0, 0, 40), sliceAxis(v, 0, 0, 40));
+ *   const cpu = pipe.attend(0, sliceAxis(q, 0, 40, 41), sliceAxis(k, 0, 40, 41), sliceAxis(v, 0, 40, 41));
+ *   const summaries = uploadLongHeadsSummaries(gpu, lh, 0, kvHeads, heads / kvHeads, 10, headDim);
+ *   const step = await longHeadsDecodeWebGpu(gpu, lh, upload(gpu, sliceAxis(q, 0, 40, 41)), store.view(0), summaries, {
+ *     queryPosition: store.length(0) - 1,
+ *     rope,
+ *   });
+ *   assert.equal(step.take, 1); // min(k − 3, a − 2) chunks chosen per head
+ *   const { out } = await downloadState(gpu, step);
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   store.destroy();
+ *   gpu.destroy();
+ * }
  * ```
  */
 export async function longHeadsDecodeWebGpu(

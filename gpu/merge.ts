@@ -41,11 +41,28 @@ import { mergeCommands } from "./_merge.ts";
  * @throws {TypeError} If `states` is empty or shapes differ.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example Split-K by hand (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { downloadState, mergeStatesWebGpu, requestGpu } from "@longctx/longctx/gpu";
- * const merged = mergeStatesWebGpu(gpu, [firstHalf, secondHalf]);
- * const { out, lse } = await downloadState(gpu, merged);
+ * @example Split-K by hand equals attention over all keys (skipped without a GPU)
+ * ```ts
+ * import { denseDecodeWebGpu, downloadState, mergeStatesWebGpu, tryRequestGpu, upload } from "@longctx/longctx/gpu";
+ * import { denseAttention } from "@longctx/longctx/attention";
+ * import { randn, sliceAxis } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const query = randn([1, 4, 16], { seed: 1 });
+ *   const [key, value] = [2, 3].map((seed) => randn([120, 2, 16], { seed }));
+ *   const q = upload(gpu, query);
+ *   const part = (lo: number, hi: number) => {
+ *     const [k, v] = [key, value].map((t) => upload(gpu, sliceAxis(t, 0, lo, hi)));
+ *     return denseDecodeWebGpu(gpu, { query: q, key: k, value: v });
+ *   };
+ *   const [firstHalf, secondHalf] = [part(0, 70), part(70, 120)]; // disjoint key sets
+ *   const { out, lse } = await downloadState(gpu, mergeStatesWebGpu(gpu, [firstHalf, secondHalf]));
+ *   const cpu = denseAttention({ query, key, value });
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   lse.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.lse.data[i]) < 1e-4));
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function mergeStatesWebGpu(

@@ -47,14 +47,21 @@ export interface BufferPoolStats {
  * | `release` | O(1) | nothing |
  * | `trim` | O(free buffers) | nothing; destroys free buffers |
  *
- * @example Reuse after release (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { requestGpu } from "@longctx/longctx/gpu";
- * const gpu = await requestGpu();
- * const a = gpu.pool.acquire(1000, GPUBufferUsage.STORAGE, "scratch");
- * gpu.pool.release(a);
- * const b = gpu.pool.acquire(900, GPUBufferUsage.STORAGE, "scratch"); // same 1024-byte key
- * console.log(a === b, gpu.pool.stats().reused); // true 1
+ * @example Reuse after release (skipped without a GPU)
+ * ```ts
+ * import { tryRequestGpu } from "@longctx/longctx/gpu";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const a = gpu.pool.acquire(1000, GPUBufferUsage.STORAGE, "scratch");
+ *   gpu.pool.release(a);
+ *   const b = gpu.pool.acquire(900, GPUBufferUsage.STORAGE, "scratch"); // same 1024-byte key
+ *   assert.equal(a, b);
+ *   assert.equal(b.size, 1024);
+ *   assert.equal(gpu.pool.stats().reused, 1);
+ *   gpu.pool.release(b);
+ *   gpu.destroy(); // trims the pool's free buffers, then the device
+ * }
  * ```
  */
 export class BufferPool {

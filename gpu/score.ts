@@ -61,14 +61,25 @@ export interface ScoreKeysOptions {
  * @throws {RangeError} If heads is not a multiple of kvHeads, or `scale` is not finite.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example Score 512 chunk keys for 32 heads over 8 KV heads (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { download, requestGpu, scoreKeysWebGpu, upload } from "@longctx/longctx/gpu";
+ * @example Score 100 chunk keys for 8 heads over 2 KV heads (skipped without a GPU)
+ * ```ts
+ * import { download, scoreKeysWebGpu, tryRequestGpu, upload } from "@longctx/longctx/gpu";
  * import { randn } from "@longctx/longctx/tensor";
- * const gpu = await requestGpu();
- * const query = upload(gpu, randn([1, 32, 128], { seed: 1 }));
- * const keys = upload(gpu, randn([512, 8, 128], { seed: 2 }));
- * const scores = await download(gpu, scoreKeysWebGpu(gpu, { query, keys })); // [1, 32, 512]
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const q = randn([1, 8, 32], { seed: 1 }), k = randn([100, 2, 32], { seed: 2 });
+ *   const scores = await download(gpu, scoreKeysWebGpu(gpu, { query: upload(gpu, q), keys: upload(gpu, k) }));
+ *   assert.deepEqual(scores.shape, [1, 8, 100]);
+ *   for (let h = 0; h < 8; h++) {
+ *     for (let j = 0; j < 100; j++) { // head h reads KV head ⌊h / 4⌋
+ *       let dot = 0;
+ *       for (let e = 0; e < 32; e++) dot += q.data[h * 32 + e] * k.data[(j * 2 + (h >> 2)) * 32 + e];
+ *       assert.ok(Math.abs(scores.data[h * 100 + j] - dot) < 1e-4);
+ *     }
+ *   }
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function scoreKeysWebGpu(

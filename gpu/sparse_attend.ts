@@ -110,21 +110,30 @@ export interface SparseAttendWebGpuOptions {
  * @throws {RangeError} On spans beyond the cache length, non-integer or out-of-range positions.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { GpuKvStore, requestGpu, sparseAttendWebGpu, upload } from "@longctx/longctx/gpu";
- * import { headSelection } from "@longctx/longctx/attention";
+ * @example StreamingLLM positions with RoPE on read, vs `sparseAttend` (skipped without a GPU)
+ * ```ts
+ * import { downloadState, GpuKvStore, sparseAttendWebGpu, tryRequestGpu, upload } from "@longctx/longctx/gpu";
+ * import { headSelection, sparseAttend } from "@longctx/longctx/attention";
+ * import { KvStore } from "@longctx/longctx/kv";
  * import { Rope } from "@longctx/longctx/positional";
  * import { randn } from "@longctx/longctx/tensor";
- * const gpu = await requestGpu();
- * const store = new GpuKvStore(gpu, { layers: 1, kvHeads: 2, headDim: 64, capacity: 4096 });
- * store.append(0, randn([1000, 2, 64], { seed: 1 }), randn([1000, 2, 64], { seed: 2 }));
- * const sel = headSelection([[0, 4], [900, 1000]], { seenAt: [0, 4], queryAt: 104 }); // sinks + window
- * const q = upload(gpu, randn([1, 8, 64], { seed: 3 }));
- * const st = sparseAttendWebGpu(gpu, q, store.view(0), [Array(8).fill(sel)], {
- *   queryPositions: [999],
- *   rope: new Rope({ headDim: 64 }),
- * });
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const [key, value] = [1, 2].map((seed) => randn([200, 2, 32], { seed }));
+ *   const query = randn([1, 8, 32], { seed: 3 });
+ *   const store = new GpuKvStore(gpu, { layers: 1, kvHeads: 2, headDim: 32, capacity: 256, dtype: "f32" });
+ *   const cpuStore = new KvStore({ layers: 1, kvHeads: 2, headDim: 32 });
+ *   store.append(0, key, value);
+ *   cpuStore.append(0, key, value);
+ *   const sel = headSelection([[0, 4], [150, 200]], { seenAt: [0, 4], queryAt: 54 }); // sinks + window
+ *   const options = { queryPositions: [199], rope: new Rope({ headDim: 32 }) };
+ *   const st = await downloadState(gpu, sparseAttendWebGpu(gpu, upload(gpu, query), store.view(0), [Array(8).fill(sel)], options));
+ *   const cpu = sparseAttend(query, cpuStore, [Array(8).fill(sel)], { layer: 0, ...options });
+ *   st.out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   store.destroy();
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function sparseAttendWebGpu(

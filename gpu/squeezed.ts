@@ -123,11 +123,23 @@ export interface SqueezedGpuCoarse {
  * @throws {TypeError} If the index is malformed.
  * @throws {RangeError} If `layer` is out of range.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { requestGpu, uploadSqueezedLayer } from "@longctx/longctx/gpu";
- * const gpu = await requestGpu();
- * const layer0 = uploadSqueezedLayer(gpu, index, 0);
+ * @example Upload layer 0 of an index (skipped without a GPU)
+ * ```ts
+ * import { download, releaseSqueezedLayer, tryRequestGpu, uploadSqueezedLayer } from "@longctx/longctx/gpu";
+ * import { buildSqueezedIndex } from "@longctx/longctx/attention";
+ * import { randn } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const index = buildSqueezedIndex([randn([200, 2, 16], { seed: 1 })], { observationWindow: 40 }); // 160 clustered keys
+ *   const layer0 = uploadSqueezedLayer(gpu, index, 0);
+ *   assert.deepEqual(layer0.centroids.shape, [layer0.clusters, 2, 16]);
+ *   const sizes = (await download(gpu, layer0.sizes)).data; // [kvHeads, clusters]
+ *   const head1 = index.heads[1].fine.sizes;
+ *   assert.deepEqual([...sizes.subarray(layer0.clusters, layer0.clusters + head1.length)], [...head1]);
+ *   releaseSqueezedLayer(gpu, layer0);
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function uploadSqueezedLayer(
@@ -399,10 +411,24 @@ function checkLayer(action: string, gpu: GpuContext, layer: SqueezedGpuLayer): v
  * @throws {TypeError} If the query does not fit the index or an option is unknown.
  * @throws {RangeError} If `scale` is not finite.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { download, squeezedMassWebGpu, upload, uploadSqueezedLayer } from "@longctx/longctx/gpu";
- * const mass = await download(gpu, squeezedMassWebGpu(gpu, uploadSqueezedLayer(gpu, index), upload(gpu, q)));
+ * @example The CPU lookup `centroidLookup`, per head (skipped without a GPU)
+ * ```ts
+ * import { download, squeezedMassWebGpu, tryRequestGpu, upload, uploadSqueezedLayer } from "@longctx/longctx/gpu";
+ * import { buildSqueezedIndex, centroidLookup } from "@longctx/longctx/attention";
+ * import { randn, selectAxis, sliceAxis } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const index = buildSqueezedIndex([randn([200, 2, 16], { seed: 1 })], { observationWindow: 40 });
+ *   const q = randn([1, 2, 16], { seed: 2 }); // MHA, one query token: one unit per head
+ *   const layer = uploadSqueezedLayer(gpu, index);
+ *   const mass = await download(gpu, squeezedMassWebGpu(gpu, layer, upload(gpu, q))); // [units, clusters]
+ *   for (let h = 0; h < 2; h++) {
+ *     const want = centroidLookup(index.heads[h].fine, sliceAxis(selectAxis(q, 0, 0), 0, h, h + 1));
+ *     want.forEach((p, c) => assert.ok(Math.abs(mass.data[h * layer.clusters + c] - p) <= 1e-4 * p + 1e-9));
+ *   }
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function squeezedMassWebGpu(
@@ -575,11 +601,27 @@ function resolve(action: string, o: SqueezedSelectWebGpuOptions): Resolved {
  * @throws {TypeError} If neither or both of threshold and budget are given, shapes do not fit, or `rope` comes without `queryPositions`.
  * @throws {RangeError} On an out-of-range option.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { squeezedSelectWebGpu, upload, uploadSqueezedLayer } from "@longctx/longctx/gpu";
- * const sel = await squeezedSelectWebGpu(gpu, uploadSqueezedLayer(gpu, index), upload(gpu, q), { budget: 0.1 });
- * console.log(sel.spans[0], sel.keysKept[0]);
+ * @example Keep 10% of the clustered keys: as many as `squeezedAttention` reads (skipped without a GPU)
+ * ```ts
+ * import { squeezedSelectWebGpu, tryRequestGpu, upload, uploadSqueezedLayer } from "@longctx/longctx/gpu";
+ * import { buildSqueezedIndex, squeezedAttention } from "@longctx/longctx/attention";
+ * import { randn, sliceAxis } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const [key, value] = [1, 2].map((seed) => randn([200, 2, 16], { seed }));
+ *   const query = randn([1, 4, 16], { seed: 3 });
+ *   const index = buildSqueezedIndex([sliceAxis(key, 0, 0, 180)], { observationWindow: 20 }); // 160 clustered
+ *   const sel = await squeezedSelectWebGpu(gpu, uploadSqueezedLayer(gpu, index), upload(gpu, query), { budget: 0.1 });
+ *   assert.equal(sel.units, 2); // "kv-head": one key set per GQA group
+ *   const spans = sel.spans[0]; // [start, end) pairs of clustered-key indices
+ *   let kept = 0;
+ *   for (let i = 0; i < spans.length; i += 2) kept += spans[i + 1] - spans[i];
+ *   assert.equal(kept, sel.keysKept[0]);
+ *   const cpu = squeezedAttention({ query, key, value }, { index, budget: 0.1 });
+ *   for (let h = 0; h < 4; h++) assert.equal(sel.keysKept[h >> 1] + 20, cpu.fixedKeysRead[h]); // + the window
+ *   gpu.destroy();
+ * }
  * ```
  */
 export async function squeezedSelectWebGpu(
@@ -789,22 +831,55 @@ export interface SqueezedAttentionWebGpuResult extends GpuAttentionState {
  * @throws {TypeError} If shapes do not fit each other or the index, or the options conflict.
  * @throws {RangeError} If the cache is shorter than `N`, queries precede its end, or an option is out of range.
  *
- * @example Tensors as attention sees them (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { kvViewOfTensors, squeezedAttentionWebGpu, upload, uploadSqueezedLayer } from "@longctx/longctx/gpu";
- * const kv = kvViewOfTensors(gpu, upload(gpu, key), upload(gpu, value));
- * const st = await squeezedAttentionWebGpu(gpu, uploadSqueezedLayer(gpu, index), upload(gpu, query), kv, { budget: 0.1 });
+ * @example Tensors as attention sees them, vs `squeezedAttention` (skipped without a GPU)
+ * ```ts
+ * import { downloadState, kvViewOfTensors, squeezedAttentionWebGpu, tryRequestGpu, upload, uploadSqueezedLayer } from "@longctx/longctx/gpu";
+ * import { buildSqueezedIndex, squeezedAttention } from "@longctx/longctx/attention";
+ * import { randn, sliceAxis } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const [key, value] = [1, 2].map((seed) => randn([200, 2, 16], { seed }));
+ *   const query = randn([1, 4, 16], { seed: 3 });
+ *   const index = buildSqueezedIndex([sliceAxis(key, 0, 0, 180)], { observationWindow: 20 }); // N = 180
+ *   const kv = kvViewOfTensors(gpu, upload(gpu, key), upload(gpu, value));
+ *   const st = await squeezedAttentionWebGpu(gpu, uploadSqueezedLayer(gpu, index), upload(gpu, query), kv, { budget: 0.1 });
+ *   const { out } = await downloadState(gpu, st);
+ *   const cpu = squeezedAttention({ query, key, value }, { index, budget: 0.1 });
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   gpu.destroy();
+ * }
  * ```
  *
- * @example A decode step over a GpuKvStore with RoPE on read (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { squeezedAttentionWebGpu, upload, uploadSqueezedLayer } from "@longctx/longctx/gpu";
- * const layer0 = uploadSqueezedLayer(gpu, buildSqueezedIndex(cpuStore, { rope }), 0);
- * const st = await squeezedAttentionWebGpu(gpu, layer0, upload(gpu, q), store.view(0), {
- *   budget: 0.1,
- *   rope,
- *   queryPositions: [store.length(0) - 1],
- * });
+ * @example A decode step over a GpuKvStore with RoPE on read (skipped without a GPU)
+ * ```ts
+ * import { downloadState, GpuKvStore, squeezedAttentionWebGpu, tryRequestGpu, upload, uploadSqueezedLayer } from "@longctx/longctx/gpu";
+ * import { buildSqueezedIndex, squeezedAttention } from "@longctx/longctx/attention";
+ * import { KvStore } from "@longctx/longctx/kv";
+ * import { Rope } from "@longctx/longctx/positional";
+ * import { randn, sliceAxis } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const [rope, q] = [new Rope({ headDim: 16 }), randn([1, 4, 16], { seed: 3 })];
+ *   const [key, value] = [1, 2].map((seed) => randn([200, 2, 16], { seed }));
+ *   const store = new GpuKvStore(gpu, { layers: 1, kvHeads: 2, headDim: 16, capacity: 256, dtype: "f32" }); // pre-RoPE keys
+ *   store.append(0, key, value);
+ *   const cpuStore = new KvStore({ layers: 1, kvHeads: 2, headDim: 16 });
+ *   cpuStore.append(0, sliceAxis(key, 0, 0, 180), sliceAxis(value, 0, 0, 180)); // the fixed context
+ *   const index = buildSqueezedIndex(cpuStore, { rope, observationWindow: 20 }); // from the rotated keys
+ *   const layer0 = uploadSqueezedLayer(gpu, index, 0);
+ *   const st = await squeezedAttentionWebGpu(gpu, layer0, upload(gpu, q), store.view(0), {
+ *     budget: 0.1,
+ *     rope,
+ *     queryPositions: [store.length(0) - 1],
+ *   });
+ *   const { out } = await downloadState(gpu, st);
+ *   const cpu = squeezedAttention({ query: rope.apply(q, 199), key: rope.apply(key, 0), value }, { index, budget: 0.1 });
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   store.destroy();
+ *   gpu.destroy();
+ * }
  * ```
  */
 export async function squeezedAttentionWebGpu(

@@ -69,11 +69,18 @@ export interface CreateGpuTensorOptions {
  * @throws {RangeError} If a shape entry is not a non-negative integer, or the
  *   bytes exceed `maxBufferSize`.
  *
- * @example (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { createGpuTensor, requestGpu } from "@longctx/longctx/gpu";
- * const gpu = await requestGpu();
- * const out = createGpuTensor(gpu, "f32", [1, 32, 128], { layout: "thd" });
+ * @example A pooled f32 tensor (skipped without a GPU)
+ * ```ts
+ * import { createGpuTensor, releaseTensor, tryRequestGpu } from "@longctx/longctx/gpu";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const out = createGpuTensor(gpu, "f32", [1, 8, 32], { layout: "thd" });
+ *   assert.deepEqual(out.strides, [256, 32, 1]);
+ *   assert.ok(out.buffer.size >= 256 * 4);
+ *   releaseTensor(gpu, out);
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function createGpuTensor<D extends GpuDType>(
@@ -120,13 +127,22 @@ export interface UploadOptions {
  * @throws {RangeError} If the bytes exceed `maxBufferSize`.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example Round trip (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { download, requestGpu, upload } from "@longctx/longctx/gpu";
+ * @example Round trip through f16 storage (skipped without a GPU)
+ * ```ts
+ * import { download, releaseTensor, tryRequestGpu, upload } from "@longctx/longctx/gpu";
  * import { randn } from "@longctx/longctx/tensor";
- * const gpu = await requestGpu();
- * const k = upload(gpu, randn([100, 8, 128], { seed: 1, layout: "thd" }), { dtype: "f16" });
- * const back = await download(gpu, k); // Float16Array storage, same shape
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const host = randn([100, 2, 16], { seed: 1, layout: "thd" });
+ *   const k = upload(gpu, host, { dtype: "f16" });
+ *   const back = await download(gpu, k); // Float16Array storage, same shape
+ *   assert.ok(back.data instanceof Float16Array);
+ *   assert.deepEqual(back.shape, [100, 2, 16]);
+ *   back.data.forEach((x, i) => assert.equal(x, Math.f16round(host.data[i]!))); // round to nearest even
+ *   releaseTensor(gpu, k);
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function upload(gpu: GpuContext, t: Tensor, options: UploadOptions = {}): GpuTensor {

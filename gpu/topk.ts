@@ -65,12 +65,25 @@ export interface TopKResult {
  * @throws {RangeError} If `k` is out of range.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
- * @example LongHeads: the 13 best chunks of each head, in chunk order (`ts ignore`: needs a GPU)
- * ```ts ignore
- * import { download, scoreKeysWebGpu, topKWebGpu } from "@longctx/longctx/gpu";
- * const scores = scoreKeysWebGpu(gpu, { query, keys: chunkKeys }); // [1, heads, chunks]
- * const { indices } = topKWebGpu(gpu, scores, 13, { order: "index" });
- * const chosen = await download(gpu, indices);                      // [1, heads, 13]
+ * @example LongHeads: the 13 best chunks of each head, in chunk order (skipped without a GPU)
+ * ```ts
+ * import { download, scoreKeysWebGpu, topKWebGpu, tryRequestGpu, upload } from "@longctx/longctx/gpu";
+ * import { randn } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const query = upload(gpu, randn([1, 4, 16], { seed: 1 }));
+ *   const chunkKeys = upload(gpu, randn([60, 2, 16], { seed: 2 }));
+ *   const scores = scoreKeysWebGpu(gpu, { query, keys: chunkKeys }); // [1, heads, chunks]
+ *   const { indices } = topKWebGpu(gpu, scores, 13, { order: "index" });
+ *   const chosen = await download(gpu, indices); // [1, heads, 13]
+ *   const s = (await download(gpu, scores)).data;
+ *   for (let h = 0; h < 4; h++) { // a stable sort by descending score, then back to index order
+ *     const best = [...Array(60).keys()].sort((a, b) => s[h * 60 + b] - s[h * 60 + a]).slice(0, 13);
+ *     assert.deepEqual([...chosen.data.subarray(h * 13, h * 13 + 13)], best.sort((a, b) => a - b));
+ *   }
+ *   gpu.destroy();
+ * }
  * ```
  */
 export function topKWebGpu(
