@@ -246,6 +246,21 @@ export class LongHeads implements Selector {
   }
 
   /**
+   * Key-bound mode: one chunk's element-wise minimum then maximum of its
+   * un-rotated keys (a copy), for inspection and the GPU path.
+   *
+   * @param layer Layer index.
+   * @param kvHead KV head index.
+   * @param chunk Complete chunk index.
+   * @returns `[2 · headDim]`: min in `[0, d)`, max in `[d, 2d)`; `undefined` in summary mode or if not built yet.
+   */
+  keyBound(layer: number, kvHead: number, chunk: number): Float32Array | undefined {
+    const s = this.#state.get(layer * 65536 + kvHead);
+    if (this.chunkScore !== "key-bound" || s === undefined || chunk >= s.built) return undefined;
+    return s.bounds.slice(chunk * 2 * s.d, (chunk + 1) * 2 * s.d);
+  }
+
+  /**
    * The score one query row gives one complete chunk, as the selector ranks
    * chunks (either {@linkcode LongHeadsOptions.chunkScore} mode), for
    * inspection and diagnostics.

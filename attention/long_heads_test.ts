@@ -227,6 +227,18 @@ Deno.test("LongHeads key-bound scores bound every token's distance-0 logit, for 
       assert.ok(bound >= best - 1e-4, `${keyForm} chunk ${c}: bound ${bound} < max logit ${best}`);
     }
     assert.equal(lh.scoreChunk(0, 0, 0, 1000, q), undefined);
+    const b = lh.keyBound(0, 0, 3)!;
+    for (let i = 0; i < D; i++) {
+      let lo = Infinity, hi = -Infinity;
+      for (let j = 3 * w; j < 4 * w; j++) {
+        lo = Math.min(lo, x.k.data[j * KV * D + i]!);
+        hi = Math.max(hi, x.k.data[j * KV * D + i]!);
+      }
+      assert.ok(
+        Math.abs(b[i]! - lo) < 1e-5 && Math.abs(b[D + i]! - hi) < 1e-5,
+        `${keyForm} dim ${i}`,
+      );
+    }
   }
 });
 
