@@ -4,10 +4,17 @@
  * LongHeads decode on WebGPU: chunk scoring, top-(k − 3) chunk selection and
  * the gathered attend with RoPE on read run on the GPU, composed from
  * {@linkcode scoreKeysWebGpu}, {@linkcode topKWebGpu} and
- * {@linkcode sparseAttendWebGpu}. Chunk summary keys are built by the CPU
- * reference (`LongHeads` in `attention/long_heads.ts`) and uploaded with
+ * {@linkcode sparseAttendWebGpu}. Chunk summary keys (the paper's ranking,
+ * `chunkScore: "summary"`) or chunk key bounds (`chunkScore: "key-bound"`,
+ * ranked by Quest's bound) are built by the CPU reference (`LongHeads` in
+ * `attention/long_heads.ts`) and uploaded with
  * {@linkcode uploadLongHeadsSummaries} (whole table) or kept in a growing
  * {@linkcode LongHeadsGpuSummaries} table (only new chunks uploaded).
+ *
+ * | `chunkScore` | table layout | chunk score |
+ * | --- | --- | --- |
+ * | `"summary"` | `[chunks, rows, headDim]`, rows = heads (`"query-head"`) or kvHeads (`"kv-head"`) | `⟨q_raw, c⟩` |
+ * | `"key-bound"` | `[2, chunks, kvHeads, headDim]`: element-wise min, then max, of the chunk's un-rotated keys | `Σ_x max(q_x · min_x, q_x · max_x)` |
  *
  * | piece | export |
  * | --- | --- |
@@ -27,7 +34,7 @@ import {
   requireOneOf,
   requirePositiveInt,
 } from "../tensor/validate.ts";
-import { type GpuContext, STORAGE_USAGE } from "./device.ts";
+import { type GpuCommand, type GpuContext, STORAGE_USAGE } from "./device.ts";
 import type { GpuKvView } from "./kv_store.ts";
 import { scoreKeysWebGpu } from "./score.ts";
 import { type GpuRotary, sparseAttendWebGpu } from "./sparse_attend.ts";
@@ -60,16 +67,33 @@ export interface LongHeadsWebGpuConfig {
   readonly selectiveThreshold: number;
   /** `"query-head"`: one window per query head; `"kv-head"`: one per KV head, scored with the summed group query. */
   readonly gqa: "query-head" | "kv-head";
-  /** Chunk ranking; the GPU path implements `"summary"` (the paper's) only. @default {"summary"} */
+  /**
+   * Chunk ranking: `"summary"` (the paper's, `⟨q_raw, c⟩` against summary
+   * keys) or `"key-bound"` (Quest's bound over each chunk's min/max of
+   * un-rotated keys); it decides the layout of the table
+   * {@linkcode longHeadsDecodeWebGpu} reads.
+   * @default {"summary"}
+   */
   readonly chunkScore?: "summary" | "key-bound";
 }
 
-/** The source of summary keys {@linkcode uploadLongHeadsSummaries} reads: `LongHeads.summary`. */
+/**
+ * The source {@linkcode uploadLongHeadsSummaries} and
+ * {@linkcode LongHeadsGpuSummaries} read: a `LongHeads` instance
+ * (`summary` in `"summary"` mode, `keyBound` in `"key-bound"` mode).
+ */
 export interface LongHeadsSummarySource {
-  /** GQA variant (decides the rows per KV head). */
+  /** GQA variant (decides the rows per KV head of summary keys). */
   readonly gqa: "query-head" | "kv-head";
+  /** Chunk ranking: which of `summary` / `keyBound` is read. @default {"summary"} */
+  readonly chunkScore?: "summary" | "key-bound";
   /** `[headDim]` summary key of one chunk for one query row, `undefined` if not built. */
   summary(layer: number, kvHead: number, row: number, chunk: number): Float32Array | undefined;
+  /**
+   * `[2 · headDim]` element-wise min then max of one chunk's un-rotated keys,
+   * `undefined` if not built; required when `chunkScore` is `"key-bound"`.
+   */
+  keyBound?(layer: number, kvHead: number, chunk: number): Float32Array | undefined;
 }
 
 /** Options of {@linkcode longHeadsDecodeWebGpu}. */
@@ -101,26 +125,32 @@ export interface LongHeadsDecodeWebGpuResult extends GpuAttentionState {
 }
 
 /**
- * Packs the summary keys of chunks `0 … chunks − 1` from the CPU reference
- * into one GPU tensor, the layout {@linkcode longHeadsDecodeWebGpu} reads:
- * `[chunks, kvHeads · group, headDim]` (query head `h = kh · group + r` reads
- * row `h`) in `"query-head"` mode, `[chunks, kvHeads, headDim]` in `"kv-head"` mode.
+ * Packs the chunk ranking data of chunks `0 … chunks − 1` from the CPU
+ * reference into one contiguous GPU tensor, the layout
+ * {@linkcode longHeadsDecodeWebGpu} reads. With `source.chunkScore` `"summary"`
+ * (default) the summary keys: `[chunks, kvHeads · group, headDim]` (query head
+ * `h = kh · group + r` reads row `h`) in `"query-head"` mode,
+ * `[chunks, kvHeads, headDim]` in `"kv-head"` mode. With `"key-bound"` the key
+ * bounds `[2, chunks, kvHeads, headDim]`: `[0, c, kh]` the chunk's element-wise
+ * min, `[1, c, kh]` its max (`source.keyBound`), shared by the group's query
+ * heads in both GQA modes.
  *
  * | cost | |
  * | --- | --- |
- * | host | O(chunks · rows · headDim) copy |
+ * | host | O(chunks · rows · headDim) copy (key-bound: O(2 · chunks · kvHeads · headDim)) |
  * | transfer | one upload of that size |
  *
  * @param gpu The context.
- * @param source The selector (`LongHeads`) that built the summaries.
+ * @param source The selector (`LongHeads`) that built the summaries or bounds.
  * @param layer Layer index.
  * @param kvHeads KV heads.
  * @param group Query heads per KV head.
  * @param chunks Complete chunks to pack (≥ 1).
  * @param headDim Head dimension.
- * @returns f32 GPU tensor of the summaries (pooled).
- * @throws {RangeError} On non-integer sizes, or if a summary is not built yet.
- * @throws {TypeError} If a summary has the wrong length.
+ * @returns f32 GPU tensor of the summaries or bounds (pooled).
+ * @throws {RangeError} On non-integer sizes, or if a summary or bound is not built yet.
+ * @throws {TypeError} If a summary or bound has the wrong length, `source.chunkScore`
+ *   is unknown, or a key-bound source has no `keyBound`.
  *
  * @example The summaries of 10 chunks, as `LongHeads.summary` holds them (skipped without a GPU)
  * ```ts
@@ -138,6 +168,28 @@ export interface LongHeadsDecodeWebGpuResult extends GpuAttentionState {
  *   assert.deepEqual(keys.shape, [10, 4, 8]);
  *   const at = (3 * 4 + 2) * 8; // chunk 3, query head 2 = KV head 1, row 0 of its group
  *   assert.deepEqual(keys.data.slice(at, at + 8), longHeads.summary(0, 1, 0, 3));
+ *   gpu.destroy();
+ * }
+ * ```
+ *
+ * @example Key bounds in `"key-bound"` mode: min then max, per KV head (skipped without a GPU)
+ * ```ts
+ * import { download, tryRequestGpu, uploadLongHeadsSummaries } from "@longctx/longctx/gpu";
+ * import { AttentionPipeline, LongHeads } from "@longctx/longctx/attention";
+ * import { Rope } from "@longctx/longctx/positional";
+ * import { randn } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const longHeads = new LongHeads({ chunkSize: 4, attentionLength: 16, chunkScore: "key-bound" });
+ *   const pipe = new AttentionPipeline({ layers: 1, heads: 4, kvHeads: 2, headDim: 8, rope: new Rope({ headDim: 8 }), selector: longHeads });
+ *   pipe.attend(0, randn([40, 4, 8], { seed: 1 }), randn([40, 2, 8], { seed: 2 }), randn([40, 2, 8], { seed: 3 })); // 10 chunks
+ *   const bounds = await download(gpu, uploadLongHeadsSummaries(gpu, longHeads, 0, 2, 2, 10, 8));
+ *   assert.deepEqual(bounds.shape, [2, 10, 2, 8]); // [min | max, chunk, KV head, headDim]
+ *   const [lo, hi] = [(3 * 2 + 1) * 8, ((10 + 3) * 2 + 1) * 8]; // chunk 3, KV head 1
+ *   const want = longHeads.keyBound(0, 1, 3)!; // [2 · 8]: min, then max
+ *   assert.deepEqual(bounds.data.slice(lo, lo + 8), want.slice(0, 8));
+ *   assert.deepEqual(bounds.data.slice(hi, hi + 8), want.slice(8));
  *   gpu.destroy();
  * }
  * ```
@@ -167,6 +219,16 @@ export function uploadLongHeadsSummaries(
       }`,
     );
   }
+  if (sourceChunkScore(action, source) === "key-bound") {
+    const data = packBounds(action, source, layer, kvHeads, 0, chunks, headDim);
+    return upload(gpu, {
+      dtype: "f32",
+      shape: [2, chunks, kvHeads, headDim],
+      strides: [chunks * kvHeads * headDim, kvHeads * headDim, headDim, 1],
+      offset: 0,
+      data,
+    }) as GpuTensor<"f32">;
+  }
   const perKv = source.gqa === "query-head" ? group : 1;
   const data = packSummaries(action, source, layer, kvHeads, perKv, 0, chunks, headDim);
   return upload(gpu, {
@@ -176,6 +238,64 @@ export function uploadLongHeadsSummaries(
     offset: 0,
     data,
   }) as GpuTensor<"f32">;
+}
+
+/** The source's `chunkScore` (default `"summary"`), validated; a key-bound source needs `keyBound`. */
+function sourceChunkScore(
+  action: string,
+  source: LongHeadsSummarySource,
+): "summary" | "key-bound" {
+  if (source === null || typeof source !== "object") {
+    throw new TypeError(`Cannot ${action}: source must be an object, got ${describeValue(source)}`);
+  }
+  const mode = requireOneOf(action, "source.chunkScore", source.chunkScore ?? "summary", [
+    "summary",
+    "key-bound",
+  ]);
+  if (mode === "key-bound" && typeof source.keyBound !== "function") {
+    throw new TypeError(
+      `Cannot ${action}: source.keyBound must be a function in "key-bound" mode, got ${
+        describeValue(source.keyBound)
+      }`,
+    );
+  }
+  return mode;
+}
+
+/**
+ * Key bounds of chunks `from … to − 1`, `[2, to − from, kvHeads, d]` row-major:
+ * the element-wise minima, then the maxima.
+ */
+function packBounds(
+  action: string,
+  source: LongHeadsSummarySource,
+  layer: number,
+  kvHeads: number,
+  from: number,
+  to: number,
+  d: number,
+): Float32Array {
+  const half = (to - from) * kvHeads * d;
+  const out = new Float32Array(2 * half);
+  for (let c = from; c < to; c++) {
+    for (let kh = 0; kh < kvHeads; kh++) {
+      const b = source.keyBound!(layer, kh, c);
+      if (b === undefined) {
+        throw new RangeError(
+          `Cannot ${action}: chunk ${c} of layer ${layer}, KV head ${kh} has no key bound yet`,
+        );
+      }
+      if (b.length !== 2 * d) {
+        throw new TypeError(
+          `Cannot ${action}: key bound length must be 2 · headDim (${2 * d}), got ${b.length}`,
+        );
+      }
+      const at = ((c - from) * kvHeads + kh) * d;
+      out.set(b.subarray(0, d), at);
+      out.set(b.subarray(d, 2 * d), half + at);
+    }
+  }
+  return out;
 }
 
 /** Summaries of chunks `from … to − 1`, `[to − from, kvHeads · perKv, d]` row-major. */
@@ -220,17 +340,27 @@ export interface LongHeadsGpuSummariesOptions {
   group: number;
   /** Head dimension. */
   headDim: number;
-  /** GQA variant of the selector (rows per KV head: `group` or 1). */
+  /** GQA variant of the selector (rows per KV head of summary keys: `group` or 1). */
   gqa: "query-head" | "kv-head";
+  /**
+   * Chunk ranking of the selector: `"summary"` holds summary keys,
+   * `"key-bound"` the per-KV-head key bounds (min and max halves).
+   * @default {"summary"}
+   */
+  chunkScore?: "summary" | "key-bound";
   /** Chunks the first buffer holds (it doubles as needed). @default {64} */
   initialChunks?: number;
 }
 
 /**
- * A growing GPU copy of one layer's LongHeads summary keys for a decode loop:
- * {@linkcode LongHeadsGpuSummaries.sync} uploads only the chunks completed
- * since the last call (one chunk per `w` decode steps), instead of the whole
- * table every step. Layout as {@linkcode uploadLongHeadsSummaries}.
+ * A growing GPU copy of one layer's LongHeads summary keys (or key bounds) for
+ * a decode loop: {@linkcode LongHeadsGpuSummaries.sync} uploads only the
+ * chunks completed since the last call (one chunk per `w` decode steps),
+ * instead of the whole table every step. Layout as
+ * {@linkcode uploadLongHeadsSummaries}: `[chunks, rows, headDim]` contiguous
+ * in `"summary"` mode; `[2, chunks, kvHeads, headDim]` in `"key-bound"` mode,
+ * where each half (min, max) is contiguous and the halves lie
+ * `strides[0]` elements apart (the buffer's capacity).
  *
  * | cost | |
  * | --- | --- |
@@ -267,9 +397,34 @@ export interface LongHeadsGpuSummariesOptions {
  *   gpu.destroy();
  * }
  * ```
+ *
+ * @example Key bounds (`chunkScore: "key-bound"`): each half is a contiguous `[chunks, kvHeads, headDim]` view (skipped without a GPU)
+ * ```ts
+ * import { download, LongHeadsGpuSummaries, tryRequestGpu } from "@longctx/longctx/gpu";
+ * import { AttentionPipeline, LongHeads } from "@longctx/longctx/attention";
+ * import { Rope } from "@longctx/longctx/positional";
+ * import { randn } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const lh = new LongHeads({ chunkSize: 4, attentionLength: 16, chunkScore: "key-bound" });
+ *   const pipe = new AttentionPipeline({ layers: 1, heads: 4, kvHeads: 2, headDim: 8, rope: new Rope({ headDim: 8 }), selector: lh });
+ *   const table = new LongHeadsGpuSummaries(gpu, { kvHeads: 2, group: 2, headDim: 8, gqa: lh.gqa, chunkScore: lh.chunkScore });
+ *   pipe.attend(0, randn([21, 4, 8], { seed: 1 }), randn([21, 2, 8], { seed: 2 }), randn([21, 2, 8], { seed: 3 }));
+ *   const view = table.sync(lh, 0, 5); // [2, 5, 2, 8]
+ *   const half = (i: number) => ({ ...view, shape: view.shape.slice(1), strides: view.strides.slice(1), offset: view.offset + i * view.strides[0] });
+ *   const [min, max] = [await download(gpu, half(0)), await download(gpu, half(1))];
+ *   const want = lh.keyBound(0, 1, 4)!; // chunk 4, KV head 1
+ *   const at = (4 * 2 + 1) * 8;
+ *   assert.deepEqual(min.data.slice(at, at + 8), want.slice(0, 8));
+ *   assert.deepEqual(max.data.slice(at, at + 8), want.slice(8));
+ *   table.destroy();
+ *   gpu.destroy();
+ * }
+ * ```
  */
 export class LongHeadsGpuSummaries {
-  /** Summary rows per chunk: `kvHeads · group` (`"query-head"`) or `kvHeads`. */
+  /** Rows per chunk (per half in `"key-bound"` mode): `kvHeads · group` (`"query-head"` summaries) or `kvHeads`. */
   readonly rows: number;
   /** Head dimension. */
   readonly headDim: number;
@@ -277,6 +432,8 @@ export class LongHeadsGpuSummaries {
   readonly kvHeads: number;
   /** Rows per KV head. */
   readonly perKv: number;
+  /** What the table holds: summary keys or key bounds. */
+  readonly chunkScore: "summary" | "key-bound";
   #gpu: GpuContext;
   #buffer: GPUBuffer | undefined;
   #capacity: number;
@@ -288,7 +445,7 @@ export class LongHeadsGpuSummaries {
    * @param gpu The context.
    * @param options Sizes and GQA variant.
    * @throws {RangeError} If a size is not a positive integer.
-   * @throws {TypeError} If `gqa` is unknown.
+   * @throws {TypeError} If `gqa` or `chunkScore` is unknown.
    */
   constructor(gpu: GpuContext, options: LongHeadsGpuSummariesOptions) {
     const action = "create LongHeadsGpuSummaries";
@@ -296,7 +453,12 @@ export class LongHeadsGpuSummaries {
     const group = requirePositiveInt(action, "group", options.group);
     this.headDim = requirePositiveInt(action, "headDim", options.headDim);
     const gqa = requireOneOf(action, "gqa", options.gqa, ["query-head", "kv-head"]);
-    this.perKv = gqa === "query-head" ? group : 1;
+    this.chunkScore = requireOneOf(action, "chunkScore", options.chunkScore ?? "summary", [
+      "summary",
+      "key-bound",
+    ]);
+    // Key bounds are per KV head in both GQA modes.
+    this.perKv = gqa === "query-head" && this.chunkScore === "summary" ? group : 1;
     this.rows = this.kvHeads * this.perKv;
     this.#capacity = requirePositiveInt(action, "initialChunks", options.initialChunks ?? 64);
     this.#gpu = gpu;
@@ -308,20 +470,31 @@ export class LongHeadsGpuSummaries {
   }
 
   /**
-   * Uploads the summaries of chunks `this.chunks … chunks − 1` from the
-   * selector and returns the table `[chunks, rows, headDim]` (a view valid
-   * until the next `sync`, `reset` or `destroy`).
+   * Uploads the summaries (or key bounds) of chunks `this.chunks … chunks − 1`
+   * from the selector and returns the table (a view valid until the next
+   * `sync`, `reset` or `destroy`): `[chunks, rows, headDim]` contiguous, or in
+   * `"key-bound"` mode `[2, chunks, kvHeads, headDim]` with strides
+   * `[capacity · kvHeads · headDim, kvHeads · headDim, headDim, 1]`.
    *
-   * @param source The selector (`LongHeads`).
+   * @param source The selector (`LongHeads`), with this table's `chunkScore`.
    * @param layer Layer index.
    * @param chunks Complete chunks to hold (≥ 1; never fewer than already held).
    * @returns f32 GPU tensor view of the table.
-   * @throws {RangeError} If `chunks` shrinks or is 0, or a summary is not built.
+   * @throws {RangeError} If `chunks` shrinks or is 0, or a summary or bound is not built.
+   * @throws {TypeError} If `source.chunkScore` differs from the table's.
    */
   sync(source: LongHeadsSummarySource, layer: number, chunks: number): GpuTensor<"f32"> {
     const action = "sync LongHeads summaries";
     requirePositiveInt(action, "chunks", chunks);
     requireNonNegativeInt(action, "layer", layer);
+    const mode = sourceChunkScore(action, source);
+    if (mode !== this.chunkScore) {
+      throw new TypeError(
+        `Cannot ${action}: source.chunkScore must be the table's ("${this.chunkScore}"), got ${
+          describeValue(mode)
+        }`,
+      );
+    }
     if (chunks < this.#count) {
       throw new RangeError(
         `Cannot ${action}: chunks must not shrink below the ${this.#count} held (call reset() for a new sequence), got ${chunks}`,
@@ -329,45 +502,71 @@ export class LongHeadsGpuSummaries {
     }
     const gpu = this.#gpu;
     gpu.checkAlive(action);
+    const bound = this.chunkScore === "key-bound";
+    const halves = bound ? 2 : 1;
     const rowBytes = this.rows * this.headDim * 4;
     if (this.#buffer === undefined || chunks > this.#capacity) {
+      const oldCapacity = this.#capacity;
       while (chunks > this.#capacity) this.#capacity *= 2;
       const next = gpu.pool.acquire(
-        this.#capacity * rowBytes,
+        halves * this.#capacity * rowBytes,
         STORAGE_USAGE,
         "longheads summaries",
       );
       const old = this.#buffer;
       if (old !== undefined && this.#count > 0) {
-        gpu.submit("long-heads-summaries-grow", [{
-          kind: "copy",
-          src: old,
-          srcOffset: 0,
-          dst: next,
-          dstOffset: 0,
-          size: this.#count * rowBytes,
-        }], { release: [old] });
+        const copies: GpuCommand[] = [];
+        for (let i = 0; i < halves; i++) {
+          copies.push({
+            kind: "copy",
+            src: old,
+            srcOffset: i * oldCapacity * rowBytes,
+            dst: next,
+            dstOffset: i * this.#capacity * rowBytes,
+            size: this.#count * rowBytes,
+          });
+        }
+        gpu.submit("long-heads-summaries-grow", copies, { release: [old] });
       } else if (old !== undefined) gpu.pool.release(old);
       this.#buffer = next;
     }
     if (chunks > this.#count) {
-      const data = packSummaries(
-        action,
-        source,
-        layer,
-        this.kvHeads,
-        this.perKv,
-        this.#count,
-        chunks,
-        this.headDim,
-      );
-      gpu.write(this.#buffer, this.#count * rowBytes, data);
+      const at = this.#count * rowBytes;
+      if (bound) {
+        const data = packBounds(
+          action,
+          source,
+          layer,
+          this.kvHeads,
+          this.#count,
+          chunks,
+          this.headDim,
+        );
+        const half = data.length / 2;
+        gpu.write(this.#buffer, at, data.subarray(0, half));
+        gpu.write(this.#buffer, this.#capacity * rowBytes + at, data.subarray(half));
+      } else {
+        const data = packSummaries(
+          action,
+          source,
+          layer,
+          this.kvHeads,
+          this.perKv,
+          this.#count,
+          chunks,
+          this.headDim,
+        );
+        gpu.write(this.#buffer, at, data);
+      }
       this.#count = chunks;
     }
+    const rowElems = this.rows * this.headDim;
     return {
       dtype: "f32",
-      shape: [chunks, this.rows, this.headDim],
-      strides: [this.rows * this.headDim, this.headDim, 1],
+      shape: bound ? [2, chunks, this.rows, this.headDim] : [chunks, this.rows, this.headDim],
+      strides: bound
+        ? [this.#capacity * rowElems, rowElems, this.headDim, 1]
+        : [rowElems, this.headDim, 1],
       offset: 0,
       buffer: this.#buffer,
     };
@@ -392,8 +591,12 @@ export class LongHeadsGpuSummaries {
  * for cache length `n` (the query's own key already appended) and the query's
  * chunk `a = ⌊(n − 1) / w⌋`, a cache of at most `selectiveThreshold` tokens or
  * one whose chunks all fit (`a + 1 ≤ k`) is read densely at original
- * positions; otherwise candidates `1 … a − 2` are scored by `⟨q_raw, c⟩` on the
- * GPU ({@linkcode scoreKeysWebGpu}), the top `k − 3` taken per row
+ * positions; otherwise candidates `1 … a − 2` are scored on the GPU
+ * ({@linkcode scoreKeysWebGpu}) by `⟨q_raw, c⟩` against their summary keys
+ * (`config.chunkScore` `"summary"`) or by Quest's bound
+ * `Σ_x max(q_x · min_x, q_x · max_x)` over their key bounds (`"key-bound"`;
+ * in `"query-head"` mode each query head scores its KV head's bounds with
+ * its own query), unscaled as the CPU ranks them, the top `k − 3` taken per row
  * ({@linkcode topKWebGpu}, ties to the earlier chunk), and the window — chunk
  * 0, the chosen chunks, chunk `a − 1` and chunk `a` up to the query —
  * re-numbered contiguously from position 0 and attended with RoPE on read
@@ -413,11 +616,14 @@ export class LongHeadsGpuSummaries {
  * @param config The LongHeads configuration (a `LongHeads` instance works).
  * @param query Raw decode queries, contiguous `[1, heads, headDim]`, f32 or f16.
  * @param kv The store layer's view holding the cache, the query's key last.
- * @param summaries Chunk summary keys ({@linkcode uploadLongHeadsSummaries}):
- *   `[G, heads, headDim]` (`"query-head"`) or `[G, kvHeads, headDim]` (`"kv-head"`), G ≥ a − 1.
+ * @param summaries Chunk ranking table ({@linkcode uploadLongHeadsSummaries} or
+ *   {@linkcode LongHeadsGpuSummaries.sync}), G ≥ a − 1 chunks: summary keys
+ *   `[G, heads, headDim]` (`"query-head"`) or `[G, kvHeads, headDim]` (`"kv-head"`),
+ *   contiguous; in `"key-bound"` mode key bounds `[2, G, kvHeads, headDim]`
+ *   (min, max), each half contiguous.
  * @param options Query position, RoPE, scale, soft-cap, stats.
  * @returns `{ out: [1, heads, headDim], lse: [1, heads] }` on the GPU, plus the chosen chunks and the selection.
- * @throws {TypeError} On shape mismatches or an unknown `gqa`.
+ * @throws {TypeError} On shape mismatches or an unknown `gqa` or `chunkScore`.
  * @throws {RangeError} On too few summaries, an empty cache or invalid sizes.
  * @throws {GpuDeviceLostError} If the device is lost.
  *
@@ -444,6 +650,36 @@ export class LongHeadsGpuSummaries {
  *     rope,
  *   });
  *   assert.equal(step.take, 1); // min(k − 3, a − 2) chunks chosen per head
+ *   const { out } = await downloadState(gpu, step);
+ *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
+ *   store.destroy();
+ *   gpu.destroy();
+ * }
+ * ``` *
+ * @example Key-bound ranking, one window per KV head (skipped without a GPU)
+ * ```ts
+ * import { downloadState, GpuKvStore, longHeadsDecodeWebGpu, tryRequestGpu, upload, uploadLongHeadsSummaries } from "@longctx/longctx/gpu";
+ * import { AttentionPipeline, LongHeads } from "@longctx/longctx/attention";
+ * import { Rope } from "@longctx/longctx/positional";
+ * import { randn, sliceAxis } from "@longctx/longctx/tensor";
+ * import assert from "node:assert/strict";
+ * const { gpu } = await tryRequestGpu();
+ * if (gpu) {
+ *   const [heads, kvHeads, headDim, rope] = [4, 2, 8, new Rope({ headDim: 8 })];
+ *   const lh = new LongHeads({ chunkSize: 4, attentionLength: 20, gqa: "kv-head", chunkScore: "key-bound" });
+ *   const pipe = new AttentionPipeline({ layers: 1, heads, kvHeads, headDim, rope, selector: lh, keyForm: "pre-rope" });
+ *   const [q, k, v] = [randn([43, 4, 8], { seed: 4 }), randn([43, 2, 8], { seed: 5 }), randn([43, 2, 8], { seed: 6 })];
+ *   const store = new GpuKvStore(gpu, { layers: 1, kvHeads, headDim, capacity: 64, dtype: "f32" });
+ *   store.append(0, k, v);
+ *   pipe.attend(0, sliceAxis(q, 0, 0, 42), sliceAxis(k, 0, 0, 42), sliceAxis(v, 0, 0, 42));
+ *   const cpu = pipe.attend(0, sliceAxis(q, 0, 42, 43), sliceAxis(k, 0, 42, 43), sliceAxis(v, 0, 42, 43));
+ *   const bounds = uploadLongHeadsSummaries(gpu, lh, 0, kvHeads, heads / kvHeads, 10, headDim); // [2, 10, 2, 8]
+ *   const step = await longHeadsDecodeWebGpu(gpu, lh, upload(gpu, sliceAxis(q, 0, 42, 43)), store.view(0), bounds, {
+ *     queryPosition: 42,
+ *     rope,
+ *   });
+ *   assert.equal(step.take, 2); // k − 3 chunks of 1 … 8 per KV head
+ *   assert.deepEqual(step.selection[1].spans, pipe.lastSelection![1].spans); // the CPU's window
  *   const { out } = await downloadState(gpu, step);
  *   out.data.forEach((x, i) => assert.ok(Math.abs(x - cpu.out.data[i]) < 1e-4));
  *   store.destroy();
@@ -479,9 +715,10 @@ export async function longHeadsDecodeWebGpu(
   if (k < 3) {
     throw new RangeError(`Cannot ${action}: config.chunks must be at least 3, got ${k}`);
   }
-  if ((config.chunkScore ?? "summary") !== "summary") {
+  const chunkScore = config.chunkScore ?? "summary";
+  if (chunkScore !== "summary" && chunkScore !== "key-bound") {
     throw new TypeError(
-      `Cannot ${action}: config.chunkScore must be "summary" (the GPU path ranks by summary keys), got ${
+      `Cannot ${action}: config.chunkScore must be "summary" or "key-bound", got ${
         describeValue(config.chunkScore)
       }`,
     );
@@ -537,36 +774,52 @@ export async function longHeadsDecodeWebGpu(
   }
 
   const rows = gqa === "query-head" ? heads : kvHeads;
-  requireGpuThd(action, "summaries", summaries);
-  requireBindable(gpu, action, "summaries", summaries.buffer);
-  const [G, sr, sd] = summaries.shape as [number, number, number];
-  if (sr !== rows || sd !== d) {
-    throw new TypeError(
-      `Cannot ${action}: summaries must have shape [chunks, ${rows}, ${d}] in "${gqa}" mode, got ${
-        describeValue(summaries.shape)
-      }`,
-    );
+  let G: number, keyRows: number, maxOffset: number | undefined;
+  if (chunkScore === "key-bound") {
+    G = requireBoundTable(action, summaries, kvHeads, d);
+    keyRows = kvHeads;
+    maxOffset = summaries.offset + summaries.strides[0]!;
+  } else {
+    requireGpuThd(action, "summaries", summaries);
+    const [g, sr, sd] = summaries.shape as [number, number, number];
+    if (sr !== rows || sd !== d) {
+      throw new TypeError(
+        `Cannot ${action}: summaries must have shape [chunks, ${rows}, ${d}] in "${gqa}" mode, got ${
+          describeValue(summaries.shape)
+        }`,
+      );
+    }
+    G = g;
+    keyRows = rows;
   }
+  requireBindable(gpu, action, "summaries", summaries.buffer);
   if (G < a - 1) {
     throw new RangeError(
       `Cannot ${action}: summaries must cover chunks 0 … ${a - 2} (${a - 1} chunks), got ${G}`,
     );
   }
-  // Candidates 1 … a − 2: a view starting at chunk 1.
-  const candKeys: GpuTensor = {
+  // Candidates 1 … a − 2: views starting at chunk 1 (key-bound: of the min and the max half).
+  const candidates = (base: number): GpuTensor => ({
     dtype: summaries.dtype,
-    shape: [cand, rows, d],
-    strides: [rows * d, d, 1],
-    offset: summaries.offset + rows * d,
+    shape: [cand, keyRows, d],
+    strides: [keyRows * d, d, 1],
+    offset: base + keyRows * d,
     buffer: summaries.buffer,
-  };
+  });
+  const candKeys = candidates(summaries.offset);
+  const candMax = maxOffset === undefined ? undefined : candidates(maxOffset);
   let scoreQuery: GpuTensor = query;
   let summed: GpuTensor<"f32"> | undefined;
   if (gqa === "kv-head" && group > 1) {
     summed = groupSum(gpu, query, kvHeads, group, d);
     scoreQuery = summed;
   }
-  const scores = scoreKeysWebGpu(gpu, { query: scoreQuery, keys: candKeys });
+  // Unscaled (scale 1), as the CPU ranks; keys with kvHeads rows are shared by the group's queries.
+  const scores = scoreKeysWebGpu(gpu, {
+    query: scoreQuery,
+    keys: candKeys,
+    ...(candMax !== undefined ? { keysMax: candMax } : {}),
+  });
   const top = topKWebGpu(gpu, scores, take, { order: "index" });
   let chosen: Int32Array;
   try {
@@ -587,6 +840,37 @@ export async function longHeadsDecodeWebGpu(
   }
   const state = sparseAttendWebGpu(gpu, query, kv, [selection], attendOptions);
   return { ...state, chosen, take, selection };
+}
+
+/**
+ * Checks a key-bound table `[2, G, kvHeads, d]` (f32 or f16) whose halves are
+ * each row-major contiguous and do not overlap; returns G.
+ */
+function requireBoundTable(action: string, t: GpuTensor, kvHeads: number, d: number): number {
+  if (t === null || typeof t !== "object" || !Array.isArray(t.shape) || !t.buffer) {
+    throw new TypeError(
+      `Cannot ${action}: summaries must be a GPU tensor, got ${describeValue(t)}`,
+    );
+  }
+  const [two, g, kh, dd] = t.shape as number[];
+  const s = t.strides ?? [];
+  const ok = t.shape.length === 4 && two === 2 && kh === kvHeads && dd === d &&
+    Number.isInteger(g) && g! >= 0 && (d === 1 || s[3] === 1) &&
+    (kvHeads === 1 || s[2] === d) && (g! <= 1 || s[1] === kvHeads * d) &&
+    Number.isInteger(s[0]) && s[0]! >= g! * kvHeads * d;
+  if (!ok) {
+    throw new TypeError(
+      `Cannot ${action}: summaries must be key bounds of shape [2, chunks, ${kvHeads}, ${d}] (min, then max; each half contiguous) in "key-bound" mode, got shape ${
+        describeValue(t.shape)
+      } with strides ${describeValue(t.strides)}`,
+    );
+  }
+  if (t.dtype !== "f32" && t.dtype !== "f16") {
+    throw new TypeError(
+      `Cannot ${action}: summaries dtype must be "f32" or "f16", got ${describeValue(t.dtype)}`,
+    );
+  }
+  return g!;
 }
 
 /** The summed group query `[1, kvHeads, d]` (f32) of the `"kv-head"` variant. */

@@ -43,6 +43,8 @@ interface Case {
   incremental?: boolean;
   /** Upload the decode query as f16 (the CPU pipeline gets the same f16-rounded values). */
   f16Query?: boolean;
+  /** Chunk ranking. @default {"summary"} */
+  chunkScore?: "summary" | "key-bound";
 }
 
 /** Chunks wholly inside a selection's spans, other than 0, a − 1 and a. */
@@ -66,7 +68,12 @@ async function parity(g: GpuContext, c: Case): Promise<{ err: number; selective:
   const { heads: H, kvHeads: KV, headDim: d, chunkSize: w } = c;
   const total = c.context + c.steps;
   const rope = new Rope({ headDim: d });
-  const lh = new LongHeads({ chunkSize: w, attentionLength: c.attentionLength, gqa: c.gqa });
+  const lh = new LongHeads({
+    chunkSize: w,
+    attentionLength: c.attentionLength,
+    gqa: c.gqa,
+    chunkScore: c.chunkScore ?? "summary",
+  });
   const pipe = new AttentionPipeline({
     layers: 1,
     heads: H,
@@ -107,6 +114,7 @@ async function parity(g: GpuContext, c: Case): Promise<{ err: number; selective:
       group: H / KV,
       headDim: d,
       gqa: c.gqa,
+      chunkScore: lh.chunkScore,
       initialChunks: 4,
     })
     : undefined;
@@ -154,7 +162,7 @@ async function parity(g: GpuContext, c: Case): Promise<{ err: number; selective:
       }
       if (step.take > 0) selective++;
       assert.deepEqual(stats.tokensPerHead, pipe.lastStats!.tokensPerHead);
-      const label = `${c.gqa} ${H}/${KV} d${d} step ${t}`;
+      const label = `${lh.chunkScore} ${c.gqa} ${H}/${KV} d${d} step ${t}`;
       assertClose(got.out.data, ref.out.data, { atol: 2e-5, rtol: 1e-4, label: `${label} out` });
       assertClose(got.lse.data, ref.lse.data, { atol: 2e-5, rtol: 1e-4, label: `${label} lse` });
       err = Math.max(err, maxAbsDiff(got.out.data, ref.out.data));
@@ -237,6 +245,94 @@ const cases: (Case & { name: string; wantSelective: number })[] = [
     wantSelective: 0,
   },
   {
+    name:
+      "key-bound, query-head, GQA 4/2, d 8, w 6, post-RoPE, a step closes a chunk, growing table",
+    heads: 4,
+    kvHeads: 2,
+    headDim: 8,
+    chunkSize: 6,
+    attentionLength: 30,
+    gqa: "query-head",
+    keyForm: "post-rope",
+    context: 203,
+    steps: 3,
+    incremental: true,
+    chunkScore: "key-bound",
+    wantSelective: 3,
+  },
+  {
+    name: "key-bound, kv-head, GQA 6/2, d 32, w 5, pre-RoPE, growing table",
+    heads: 6,
+    kvHeads: 2,
+    headDim: 32,
+    chunkSize: 5,
+    attentionLength: 40,
+    gqa: "kv-head",
+    keyForm: "pre-rope",
+    context: 151,
+    steps: 2,
+    incremental: true,
+    chunkScore: "key-bound",
+    wantSelective: 2,
+  },
+  {
+    name: "key-bound, query-head, GQA 3/1, d 32, w 7, pre-RoPE",
+    heads: 3,
+    kvHeads: 1,
+    headDim: 32,
+    chunkSize: 7,
+    attentionLength: 28,
+    gqa: "query-head",
+    keyForm: "pre-rope",
+    context: 130,
+    steps: 2,
+    chunkScore: "key-bound",
+    wantSelective: 2,
+  },
+  {
+    name: "key-bound, kv-head, GQA 2/1, d 8, w 4, post-RoPE, f16 query",
+    heads: 2,
+    kvHeads: 1,
+    headDim: 8,
+    chunkSize: 4,
+    attentionLength: 24,
+    gqa: "kv-head",
+    keyForm: "post-rope",
+    context: 97,
+    steps: 2,
+    f16Query: true,
+    chunkScore: "key-bound",
+    wantSelective: 2,
+  },
+  {
+    name: "key-bound, k = 3 (no candidates taken), GQA 4/2, d 8",
+    heads: 4,
+    kvHeads: 2,
+    headDim: 8,
+    chunkSize: 6,
+    attentionLength: 18,
+    gqa: "kv-head",
+    keyForm: "pre-rope",
+    context: 61,
+    steps: 1,
+    chunkScore: "key-bound",
+    wantSelective: 0,
+  },
+  {
+    name: "key-bound dense oracle: context within the attention length, GQA 4/2, d 8",
+    heads: 4,
+    kvHeads: 2,
+    headDim: 8,
+    chunkSize: 6,
+    attentionLength: 30,
+    gqa: "query-head",
+    keyForm: "post-rope",
+    context: 27,
+    steps: 2,
+    chunkScore: "key-bound",
+    wantSelective: 0,
+  },
+  {
     name: "dense oracle: context within the attention length, GQA 4/2, d 8",
     heads: 4,
     kvHeads: 2,
@@ -297,6 +393,7 @@ Deno.test({
     const q1 = upload(g, randn([1, 2, 8], { seed: 4 }));
     const few = upload(g, randn([3, 2, 8], { seed: 5 })); // needs a − 1 = 8 chunks
     const wrongRows = upload(g, randn([9, 1, 8], { seed: 6 }));
+    const bounds = upload(g, randn([2, 9, 1, 8], { seed: 7 }));
     try {
       await assert.rejects(
         longHeadsDecodeWebGpu(g, lh, q2, store.view(0), few, { queryPosition: 39 }),
@@ -327,8 +424,75 @@ Deno.test({
         () => uploadLongHeadsSummaries(g, lh, 0, 1, 2, 3, 8),
         /chunk 0 of layer 0, KV head 0, row 0 has no summary yet/,
       );
+      // Key-bound mode: the table must be [2, chunks, kvHeads, headDim] (min, max).
+      const kb = new LongHeads({ chunkSize: 4, attentionLength: 16, chunkScore: "key-bound" });
+      await assert.rejects(
+        longHeadsDecodeWebGpu(g, kb, q1, store.view(0), wrongRows, { queryPosition: 39 }),
+        /summaries must be key bounds of shape \[2, chunks, 1, 8\] \(min, then max; each half contiguous\) in "key-bound" mode, got shape \[9, 1, 8\] with strides \[8, 8, 1\]/,
+      );
+      await assert.rejects(
+        longHeadsDecodeWebGpu(g, kb, q1, store.view(0), { ...bounds, shape: [2, 3, 1, 8] }, {
+          queryPosition: 39,
+        }),
+        /summaries must cover chunks 0 … 7 \(8 chunks\), got 3/,
+      );
+      await assert.rejects(
+        longHeadsDecodeWebGpu(g, lh, q1, store.view(0), bounds, { queryPosition: 39 }),
+        /summaries must have shape \[tokens, heads, headDim\]/,
+      );
+      await assert.rejects(
+        longHeadsDecodeWebGpu(
+          g,
+          { ...lh, chunkScore: "best" as "summary", chunkSize: 4, chunks: 4, gqa: "query-head" },
+          q1,
+          store.view(0),
+          bounds,
+          { queryPosition: 39 },
+        ),
+        /config.chunkScore must be "summary" or "key-bound", got "best"/,
+      );
+      assert.throws(
+        () => uploadLongHeadsSummaries(g, kb, 0, 1, 2, 3, 8),
+        /chunk 0 of layer 0, KV head 0 has no key bound yet/,
+      );
+      assert.throws(
+        () =>
+          uploadLongHeadsSummaries(
+            g,
+            { gqa: "query-head", chunkScore: "key-bound", summary: () => undefined },
+            0,
+            1,
+            2,
+            3,
+            8,
+          ),
+        /source.keyBound must be a function in "key-bound" mode, got undefined/,
+      );
+      const table = new LongHeadsGpuSummaries(g, {
+        kvHeads: 1,
+        group: 2,
+        headDim: 8,
+        gqa: "query-head",
+        chunkScore: "key-bound",
+      });
+      assert.throws(
+        () => table.sync(lh, 0, 3),
+        /source.chunkScore must be the table's \("key-bound"\), got "summary"/,
+      );
+      table.destroy();
+      assert.throws(
+        () =>
+          new LongHeadsGpuSummaries(g, {
+            kvHeads: 1,
+            group: 2,
+            headDim: 8,
+            gqa: "query-head",
+            chunkScore: "max" as "summary",
+          }),
+        /chunkScore must be one of "summary", "key-bound", got "max"/,
+      );
     } finally {
-      for (const t of [q2, q1, few, wrongRows]) releaseTensor(g, t);
+      for (const t of [q2, q1, few, wrongRows, bounds]) releaseTensor(g, t);
       store.destroy();
     }
   },
@@ -390,6 +554,144 @@ Deno.test({
       } finally {
         table.destroy();
       }
+    }
+    await g.checkErrors();
+  },
+});
+
+Deno.test({
+  name: "LongHeadsGpuSummaries in key-bound mode grows and matches LongHeads.keyBound exactly",
+  ignore,
+  fn: async () => {
+    const g = gpu!;
+    const d = 8, w = 4, KV = 2;
+    for (const [gqa, keyForm] of [["query-head", "post-rope"], ["kv-head", "pre-rope"]] as const) {
+      const lh = new LongHeads({ chunkSize: w, attentionLength: 16, gqa, chunkScore: "key-bound" });
+      const pipe = new AttentionPipeline({
+        layers: 1,
+        heads: 6,
+        kvHeads: KV,
+        headDim: d,
+        rope: new Rope({ headDim: d }),
+        selector: lh,
+        keyForm,
+      });
+      const table = new LongHeadsGpuSummaries(g, {
+        kvHeads: KV,
+        group: 3,
+        headDim: d,
+        gqa,
+        chunkScore: "key-bound",
+        initialChunks: 1,
+      });
+      assert.equal(table.rows, KV);
+      try {
+        for (const [t0, t1] of [[0, 9], [9, 30], [30, 47]] as const) {
+          pipe.attend(
+            0,
+            randn([t1 - t0, 6, d], { seed: t0 + 1 }),
+            randn([t1 - t0, KV, d], { seed: t0 + 2 }),
+            randn([t1 - t0, KV, d], { seed: t0 + 3 }),
+          );
+          const chunks = Math.floor(t1 / w);
+          const view = table.sync(lh, 0, chunks);
+          assert.deepEqual(view.shape, [2, chunks, KV, d]);
+          assert.equal(table.chunks, chunks);
+          const half = (i: number) => ({
+            ...view,
+            shape: view.shape.slice(1),
+            strides: view.strides.slice(1),
+            offset: view.offset + i * view.strides[0]!,
+          });
+          const lo = (await download(g, half(0))).data as Float32Array;
+          const hi = (await download(g, half(1))).data as Float32Array;
+          const oneShot = uploadLongHeadsSummaries(g, lh, 0, KV, 3, chunks, d);
+          assert.deepEqual(oneShot.shape, [2, chunks, KV, d]);
+          const again = (await download(g, oneShot)).data as Float32Array;
+          releaseTensor(g, oneShot);
+          const want = new Float32Array(2 * chunks * KV * d);
+          for (let c = 0; c < chunks; c++) {
+            for (let kh = 0; kh < KV; kh++) {
+              const b = lh.keyBound(0, kh, c)!;
+              want.set(b.subarray(0, d), (c * KV + kh) * d);
+              want.set(b.subarray(d), ((chunks + c) * KV + kh) * d);
+            }
+          }
+          const label = `${gqa} ${keyForm} after ${t1} tokens`;
+          assert.deepEqual(lo, want.subarray(0, chunks * KV * d), `${label}: min half`);
+          assert.deepEqual(hi, want.subarray(chunks * KV * d), `${label}: max half`);
+          assert.deepEqual(again, want, `${label}: one-shot upload`);
+        }
+        table.reset();
+        assert.equal(table.chunks, 0);
+      } finally {
+        table.destroy();
+      }
+    }
+    await g.checkErrors();
+  },
+});
+
+Deno.test({
+  name: "key-bound decode on the GPU retrieves the chunk of a planted key far outside the window",
+  ignore,
+  fn: async () => {
+    const g = gpu!;
+    const d = 8, w = 4, n = 81, needle = 30; // the needle in chunk 7 of a = 20
+    const rope = new Rope({ headDim: d });
+    const q = randn([n, 2, d], { seed: 41 });
+    const k = randn([n, 1, d], { seed: 42 });
+    const v = randn([n, 1, d], { seed: 43 });
+    // Both query heads of the decode token share one direction; the needle key (raw) points along it.
+    let norm = 0;
+    for (let x = 0; x < d; x++) norm += q.data[((n - 1) * 2) * d + x]! ** 2;
+    for (let x = 0; x < d; x++) {
+      const qx = q.data[((n - 1) * 2) * d + x]!;
+      q.data[((n - 1) * 2 + 1) * d + x] = qx;
+      k.data[needle * d + x] = 4 * Math.sqrt(d) * qx / Math.sqrt(norm);
+    }
+    const lh = new LongHeads({ chunkSize: w, attentionLength: 16, chunkScore: "key-bound" });
+    const pipe = new AttentionPipeline({
+      layers: 1,
+      heads: 2,
+      kvHeads: 1,
+      headDim: d,
+      rope,
+      selector: lh,
+      keyForm: "pre-rope",
+    });
+    const store = new GpuKvStore(g, {
+      layers: 1,
+      kvHeads: 1,
+      headDim: d,
+      capacity: 96,
+      dtype: "f32",
+    });
+    store.append(0, k, v);
+    pipe.attend(0, sliceAxis(q, 0, 0, n - 1), sliceAxis(k, 0, 0, n - 1), sliceAxis(v, 0, 0, n - 1));
+    const ref = pipe.attend(
+      0,
+      sliceAxis(q, 0, n - 1, n),
+      sliceAxis(k, 0, n - 1, n),
+      sliceAxis(v, 0, n - 1, n),
+    );
+    const bounds = uploadLongHeadsSummaries(g, lh, 0, 1, 2, Math.floor(n / w), d);
+    const gq = upload(g, sliceAxis(q, 0, n - 1, n));
+    try {
+      const step = await longHeadsDecodeWebGpu(g, lh, gq, store.view(0), bounds, {
+        queryPosition: n - 1,
+        rope,
+      });
+      assert.equal(step.take, 1);
+      assert.deepEqual(Array.from(step.chosen), [7, 7]); // both heads pick the needle's chunk
+      const got = await downloadState(g, step);
+      releaseState(g, step);
+      assertClose(got.out.data, ref.out.data, { atol: 2e-5, rtol: 1e-4, label: "needle out" });
+      assertClose(got.lse.data, ref.lse.data, { atol: 2e-5, rtol: 1e-4, label: "needle lse" });
+    } finally {
+      releaseTensor(g, bounds);
+      releaseTensor(g, gq);
+      store.destroy();
     }
     await g.checkErrors();
   },
