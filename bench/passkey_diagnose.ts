@@ -9,7 +9,13 @@
  *
  * ```sh
  * deno run -A bench/passkey_diagnose.ts [--lengths 2048,4096] [--keys 2] [--chunk 64] [--gqa query-head]
+ * deno run -A bench/passkey_diagnose.ts --profile dense,pi,ntk,yarn,dynamic-ntk [--lengths 2048,4096] [--depths 0.5]
  * ```
+ *
+ * `--profile` instead measures, for dense-attention pipelines (RoPE scalings),
+ * how much of the retrieval heads' attention lands on the fact at longer
+ * lengths (exact softmax at the pipeline's RoPE), beside whether the trial
+ * answers: the mechanism behind each scaling's pass-key result.
  *
  * @module
  */
@@ -28,6 +34,7 @@ import { splitStories } from "../model/perplexity.ts";
 import { buildPasskeyPrompt, passkeyFiller, passkeyTrials, runPasskey } from "../model/passkey.ts";
 import { passkeyHeadProfile } from "../model/duo_calibration.ts";
 import { readChecked, sharedPath } from "../model/_files.ts";
+import { namedPipeline, type PipelineName } from "../model/pipelines.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -38,6 +45,7 @@ const { values: v } = parseArgs({
     chunk: { type: "string", default: "64" },
     gqa: { type: "string", default: "query-head" },
     score: { type: "string", default: "summary" },
+    profile: { type: "string" },
     out: { type: "string" },
   },
 });
@@ -142,6 +150,48 @@ for (let l = 0; l < c.layers; l++) {
     (_, h) => profile.queryHeads[l * c.heads + h]!.toFixed(3),
   );
   say(`| ${l} | ${row.join(" | ")} |`);
+}
+
+if (v.profile !== undefined) {
+  // Retrieval heads = the top KV head of the 1k profile; its share on the fact per pipeline × length.
+  const kv = Array.from(profile.kvHeads);
+  const top = kv.indexOf(Math.max(...kv));
+  const tl = Math.floor(top / c.kvHeads), th = top % c.kvHeads;
+  const lengths = v.lengths!.split(",").map(Number);
+  say(
+    `\n## Retrieval head (layer ${tl}, KV head ${th}) share on the fact by pipeline and length\n\n` +
+      `Exact softmax of the answering queries at the pipeline's RoPE (mean of the group's query heads), ` +
+      `depths ${depths.join(", ")}, ${trials.length} key(s); in brackets the trials answered.\n`,
+  );
+  say(`| pipeline | ${c.seqLen} | ${lengths.join(" | ")} |`);
+  say(`| --- | ---: |${lengths.map(() => " ---: |").join("")}`);
+  for (const name of v.profile.split(",") as PipelineName[]) {
+    const cells = [kv[top]!.toFixed(3)];
+    for (const length of lengths) {
+      const model = new Llama(ckpt, {
+        pipeline: (config) => namedPipeline(name, config, { targetContext: length }),
+      });
+      let share = 0, ok = 0, n = 0;
+      for (const depth of depths) {
+        for (const t of trials) {
+          const p = buildPasskeyPrompt(tokenizer, filler, {
+            length,
+            depth,
+            key: t.key,
+            startStory: t.startStory,
+          });
+          share += passkeyHeadProfile(model, [p]).kvHeads[top]!;
+          if (runPasskey(model, tokenizer, p).correct) ok++;
+          n++;
+        }
+      }
+      cells.push(`${(share / n).toFixed(3)} (${ok}/${n})`);
+      console.error(`${name} @ ${length}: ${cells.at(-1)}`);
+    }
+    say(`| ${name} | ${cells.join(" | ")} |`);
+  }
+  if (v.out) await Deno.writeTextFile(v.out, lines.join("\n") + "\n");
+  Deno.exit(0);
 }
 
 // 2. LongHeads at longer lengths: per head, is the fact chunk selected, and its score rank.

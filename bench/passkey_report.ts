@@ -132,7 +132,8 @@ let md = `# Pass-key retrieval on tinystories-1k by pipeline and length\n\n` +
       r.seconds.toFixed(0)
     } s (${r.date.slice(0, 16)}Z)`
   ).join("\n") + "\n\n";
-md += `## Accuracy (exact match, mean over ${depths.length} depths; correct/trials)\n\n` +
+md +=
+  `## Accuracy (exact match, mean over ${depths.length} depths unless noted; correct/trials)\n\n` +
   `| pipeline | ${lengths.map((l) => `${l} (${l / L0}×)`).join(" | ")} |\n| --- |${
     lengths.map(() => " ---: |").join("")
   }\n`;
@@ -142,7 +143,10 @@ for (const n of names) {
       const t = trialsOf(n, l);
       if (t.length === 0) return "—";
       const ok = t.filter((x) => x.correct).length;
-      return `${(ok / t.length).toFixed(2)} (${ok}/${t.length})`;
+      const nd = cells.filter((c) => c.pipeline === n && c.length === l).length;
+      return `${(ok / t.length).toFixed(2)} (${ok}/${t.length}${
+        nd < depths.length ? `, ${nd} depths` : ""
+      })`;
     }).join(" | ")
   } |\n`;
 }
@@ -175,7 +179,8 @@ for (const n of names) {
 const out = v.out;
 const prefixName = out.split("/").pop();
 md += `\nPlots: \`${prefixName}_<pipeline>.svg\` (depth × length heatmaps) and ` +
-  `\`${prefixName}_summary.svg\` (mean accuracy vs length).\n`;
+  `\`${prefixName}_summary.svg\` (mean accuracy vs length; each line is offset by a couple of pixels so ` +
+  `coinciding ones stay visible).\n`;
 await Deno.writeTextFile(`${out}.md`, md);
 await Deno.writeTextFile(
   `${out}.json`,

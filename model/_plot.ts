@@ -109,7 +109,7 @@ export function passkeySummarySvg(cells: readonly PasskeyCell[], title: string):
   const marks: Plot.Markish[] = [Plot.ruleY([0])];
   names.forEach((name, i) => {
     const rows = data.filter((d) => d.pipeline === name);
-    const dy = (i - (names.length - 1) / 2) * 3;
+    const dy = (i - (names.length - 1) / 2) * 2;
     marks.push(
       Plot.lineY(rows, { x: "length", y: "accuracy", stroke: "pipeline", strokeWidth: 2, dy }),
       Plot.dot(rows, { x: "length", y: "accuracy", fill: "pipeline", r: 4, dy }),
@@ -144,10 +144,25 @@ export function passkeySummarySvg(cells: readonly PasskeyCell[], title: string):
       labelOffset: 42,
     },
     marginLeft: 60,
-    color: { domain: names, scheme: "tableau10" },
+    // Tableau 10 plus two, so up to 12 pipelines get distinct colours.
+    color: { domain: names, range: [...TABLEAU10, "#222222", "#17becf"] },
     marks,
   }, title);
 }
+
+/** Observable Plot's `tableau10` scheme. */
+const TABLEAU10 = [
+  "#4e79a7",
+  "#f28e2c",
+  "#e15759",
+  "#76b7b2",
+  "#59a14f",
+  "#edc949",
+  "#af7aa1",
+  "#ff9da7",
+  "#9c755f",
+  "#bab0ab",
+];
 
 /**
  * Renders an SVG document to PNG.
