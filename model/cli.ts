@@ -256,9 +256,7 @@ async function makeModel(
   name?: PipelineName,
 ): Promise<Llama> {
   const pipe = name ?? pipelineName((v.pipeline as string | undefined) ?? "dense");
-  const duoRetrieval = pipe.startsWith("duo")
-    ? (await duoSplit(v, io, l, targetContext)).retrieval
-    : undefined;
+  const duoRetrieval = pipe.startsWith("duo") ? (await duoSplit(v, io, l)).retrieval : undefined;
   return new Llama(l.ckpt, {
     pipeline: (config) =>
       namedPipeline(pipe, config, {
@@ -276,22 +274,18 @@ async function makeModel(
  * a seed of their own, filler from `--text` or the held-out stories). `--duo-split window` (the
  * default elsewhere): attention mass outside the streaming window on the trained context's worth
  * of tokens from the **last** stories of the text (evaluations read the first ones). The top
- * `--duo-ratio` (default 0.25) of KV heads become retrieval heads.
+ * `--duo-ratio` of KV heads become retrieval heads (default 0.25 for the pass-key split, whose
+ * retrieval is concentrated in few heads, 0.5 for the window split).
  */
-async function duoSplit(
-  v: Values,
-  io: CliIo,
-  l: Loaded,
-  _targetContext: number,
-): Promise<DuoSplit> {
+async function duoSplit(v: Values, io: CliIo, l: Loaded): Promise<DuoSplit> {
   if (l.duo !== undefined) return l.duo;
   const c = l.ckpt.config, L0 = c.seqLen;
-  const ratio = numberOption(v, "duo-ratio", 0.25);
+  const method = (v["duo-split"] as string | undefined) ??
+    (v.command === "passkey" ? "passkey" : "window");
+  const ratio = numberOption(v, "duo-ratio", method === "passkey" ? 0.25 : 0.5);
   if (!(ratio >= 0 && ratio <= 1)) {
     throw new RangeError(`--duo-ratio must be in [0, 1], got ${ratio}`);
   }
-  const method = (v["duo-split"] as string | undefined) ??
-    (v.command === "passkey" ? "passkey" : "window");
   if (method === "passkey") {
     const path = (v.text as string | undefined) ?? PASSKEY_FILLER;
     const stories = splitStories(new TextDecoder().decode((await readChecked(path)).bytes));
