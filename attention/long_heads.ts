@@ -105,6 +105,11 @@ interface HeadState {
  * official decode rule exactly; at the step that completes a chunk it keeps
  * the previous chunk as the official prefill does (k chunks, ≤ A keys).
  *
+ * With `chunkScore: "key-bound"` chunks are ranked instead by Quest's bound
+ * on their un-rotated keys (see {@linkcode LongHeadsOptions.chunkScore}): a
+ * deviation that finds a chunk by its best-matching key, measured to matter
+ * on a real model (the pass-key trace in `bench/results/`).
+ *
  * Summaries need the chunk's queries; the selector records them as queries
  * pass through `select`. Chunks cached without queries (`AttentionPipeline.append`)
  * are summarised with their keys standing in for the queries, counted in
@@ -119,7 +124,7 @@ interface HeadState {
  * | scoring | O(G·d) + top-(k−3) selection |
  * | attend | ≤ A keys |
  * | summary | O(w²·d) once per chunk (amortised O(w·d) per token) |
- * | memory | G·d floats per query head (kv-head mode: per KV head) + w·g·d buffered queries |
+ * | memory | G·d floats per query head (kv-head mode: per KV head) + w·g·d buffered queries; key-bound ranking: 2·G·d floats per KV head, no queries |
  *
  * @see https://arxiv.org/abs/2402.10685
  *
