@@ -220,3 +220,44 @@ export class ParamsLayout {
     return buf;
   }
 }
+
+/**
+ * The online-softmax update of one key tile shared by the tiled attend
+ * kernels (dense decode, sparse attend, Landmark): the tile's scaled logits
+ * are in `ps[r * WG + j]` for `j < n`, and the running `m`, `l` and `acc`
+ * (`[G, DPT]` per thread) are rescaled and accumulated; `row_scale` and
+ * `row_max` are workgroup scratch. `loadV` is a statement that defines `v`,
+ * the value of tile key `j` at dimension `i`.
+ *
+ * @param loadV WGSL statement(s) defining `v`.
+ * @returns WGSL statements for the kernel's tile loop.
+ */
+export function onlineSoftmaxTile(loadV: string): string {
+  return `if (lid < G) {
+      var mx = m;
+      for (var j = 0u; j < n; j++) { mx = max(mx, ps[lid * WG + j]); }
+      row_scale[lid] = select(exp(m - mx), 0.0, l == 0.0);
+      row_max[lid] = mx;
+      m = mx;
+    }
+    workgroupBarrier();
+    if (lid < n) {
+      for (var r = 0u; r < G; r++) { ps[r * WG + lid] = exp(ps[r * WG + lid] - row_max[r]); }
+    }
+    workgroupBarrier();
+    if (lid < G) {
+      var sum: f32 = 0.0;
+      for (var j = 0u; j < n; j++) { sum += ps[lid * WG + j]; }
+      l = l * row_scale[lid] + sum;
+    }
+    for (var q = 0u; q < DPT; q++) {
+      let i = lid + q * WG;
+      if (i < D) {
+        for (var r = 0u; r < G; r++) { acc[r * DPT + q] *= row_scale[r]; }
+        for (var j = 0u; j < n; j++) {
+          ${loadV}
+          for (var r = 0u; r < G; r++) { acc[r * DPT + q] += ps[r * WG + j] * v; }
+        }
+      }
+    }`;
+}

@@ -18,6 +18,7 @@ import {
   KV_ROW_FN,
   NEG_BIG,
   NEG_INF_BITS,
+  onlineSoftmaxTile,
   ParamsLayout,
   readOperand,
   ropeElement,
@@ -204,33 +205,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       }
     }
     workgroupBarrier();
-    if (lid < G) {
-      var mx = m;
-      for (var j = 0u; j < n; j++) { mx = max(mx, ps[lid * WG + j]); }
-      row_scale[lid] = select(exp(m - mx), 0.0, l == 0.0);
-      row_max[lid] = mx;
-      m = mx;
-    }
-    workgroupBarrier();
-    if (lid < n) {
-      for (var r = 0u; r < G; r++) { ps[r * WG + lid] = exp(ps[r * WG + lid] - row_max[r]); }
-    }
-    workgroupBarrier();
-    if (lid < G) {
-      var sum: f32 = 0.0;
-      for (var j = 0u; j < n; j++) { sum += ps[lid * WG + j]; }
-      l = l * row_scale[lid] + sum;
-    }
-    for (var q = 0u; q < DPT; q++) {
-      let i = lid + q * WG;
-      if (i < D) {
-        for (var r = 0u; r < G; r++) { acc[r * DPT + q] *= row_scale[r]; }
-        for (var j = 0u; j < n; j++) {
-          let v = ld_V(vrow[j] + i);
-          for (var r = 0u; r < G; r++) { acc[r * DPT + q] += ps[r * WG + j] * v; }
-        }
-      }
-    }
+    ${onlineSoftmaxTile("let v = ld_V(vrow[j] + i);")}
     workgroupBarrier();
   }
   if (lid < G) {
